@@ -1,0 +1,66 @@
+# Querygate: every target is listed by `make help`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_DIR ?= ../shared/data
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help venv run test test-fast train evaluate demo demo-sim client protos check-protos lint typecheck ci clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# llama-cpp-python compiles llama.cpp from source: about 6 minutes on 2 cores.
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install --quiet -e '.[dev,local-model]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install everything the services and tests need
+
+run: $(STAMP) ## Start the local model, the cache service and the router (Ctrl-C stops all)
+	$(PY) -m router_service.local_stack
+
+test: $(STAMP) ## Run the whole test suite on the real model, FAISS and gRPC servers
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Run the tests that need no llama.cpp server
+	$(PY) -m pytest -m "not llama"
+
+train: $(STAMP) ## Train the complexity classifier from DATA_DIR and write the artifact
+	$(PY) -m training train --data-dir $(DATA_DIR)
+
+evaluate: $(STAMP) ## Evaluate the committed classifier on held-out questions
+	$(PY) -m training evaluate --data-dir $(DATA_DIR)
+
+demo: $(STAMP) ## Replay real Quora questions through both services and the local model
+	$(PY) -m benchmarks.replay --data-dir $(DATA_DIR)
+
+demo-sim: $(STAMP) ## Replay a few thousand questions with the simulated model backend
+	$(PY) -m benchmarks.replay --data-dir $(DATA_DIR) --backend simulator --pairs 1500
+
+protos: $(STAMP) ## Regenerate the Python stubs from protos/
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos $$(find protos -name '*.proto')
+
+check-protos: $(STAMP) ## Fail when the generated stubs are stale
+	$(PY) -m pytest -q tests/test_protos.py
+
+lint: $(STAMP) ## Check formatting and lint rules with ruff
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP) ## Check types with mypy
+	$(PY) -m mypy cache_service router_service training
+
+ci: lint test ## What CI runs
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

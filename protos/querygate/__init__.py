@@ -1,0 +1,1 @@
+"""Querygate protocol buffers and their generated Python stubs."""
