@@ -1,0 +1,156 @@
+"""The router's exception tree and the one table that maps it to gRPC status codes.
+
+Domain modules raise these exceptions. Only the servicer turns them into gRPC
+statuses, through `GRPC_STATUS_BY_ERROR`, so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RouterError(Exception):
+    """Base class of every error the router raises on purpose."""
+
+
+class ConfigError(RouterError):
+    """The configuration file or an environment variable is invalid."""
+
+
+class InvalidRequestError(RouterError):
+    """A request field breaks a rule; the message names the field, rule and fix."""
+
+    def __init__(self, field: str, rule: str, fix: str) -> None:
+        super().__init__(f"{field}: {rule}. {fix}")
+        self.field = field
+
+
+class PromptTooLargeError(InvalidRequestError):
+    """The estimated prompt tokens exceed every candidate model's context window."""
+
+
+class NotReadyError(RouterError):
+    """The router is still loading the classifier."""
+
+
+class ModelCallError(RouterError):
+    """A model backend call failed.
+
+    `retryable` tells the retry policy whether another attempt may succeed.
+    `retry_after_s` is the server's Retry-After hint, when it sent one.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        model: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        reported_input_tokens: int = 0,
+        reported_output_tokens: int = 0,
+    ) -> None:
+        super().__init__(f"model {model!r}: {message}")
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.reported_input_tokens = reported_input_tokens
+        self.reported_output_tokens = reported_output_tokens
+
+
+class ModelTimeoutError(ModelCallError):
+    """The model did not answer within its timeout."""
+
+    retryable = True
+
+
+class ModelConnectionError(ModelCallError):
+    """The model server could not be reached."""
+
+    retryable = True
+
+
+class ModelHTTPError(ModelCallError):
+    """The model server answered with an HTTP error status."""
+
+    def __init__(
+        self,
+        model: str,
+        status_code: int,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(
+            model, f"HTTP status {status_code}", retry_after_s=retry_after_s
+        )
+        self.status_code = status_code
+        # 408 and 429 are transient by definition; 5xx are server-side faults.
+        self.retryable = status_code in (408, 429) or status_code >= 500
+
+
+class ModelResponseError(ModelCallError):
+    """The model server answered with a body that is not a valid completion."""
+
+
+class ModelRefusedError(ModelCallError):
+    """The model refused the request (a content-policy refusal)."""
+
+
+class CircuitOpenError(ModelCallError):
+    """The model's circuit breaker is open, so the call was not attempted."""
+
+
+class CacheUnavailableError(RouterError):
+    """The cache service did not answer; the router serves the request uncached."""
+
+
+class NoModelAvailableError(RouterError):
+    """Every model in the fallback chain failed and no degraded answer exists."""
+
+
+class DeadlineExceededError(RouterError):
+    """The caller's deadline passed before a model answered."""
+
+
+class RateLimitedError(RouterError):
+    """A request or token rate limit was exceeded.
+
+    `retry_after_s` is the time until the limit's window resets.
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceededError(RouterError):
+    """The tenant or user has spent its daily budget."""
+
+
+GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
+    RouterError: grpc.StatusCode.INTERNAL,
+    ConfigError: grpc.StatusCode.INTERNAL,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    PromptTooLargeError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    ModelCallError: grpc.StatusCode.UNAVAILABLE,
+    ModelTimeoutError: grpc.StatusCode.UNAVAILABLE,
+    ModelConnectionError: grpc.StatusCode.UNAVAILABLE,
+    ModelHTTPError: grpc.StatusCode.UNAVAILABLE,
+    ModelResponseError: grpc.StatusCode.UNAVAILABLE,
+    ModelRefusedError: grpc.StatusCode.FAILED_PRECONDITION,
+    CircuitOpenError: grpc.StatusCode.UNAVAILABLE,
+    CacheUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    NoModelAvailableError: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BudgetExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def grpc_status_for(error: RouterError) -> grpc.StatusCode:
+    """Look up the status code of the most specific class in the table."""
+    for cls in type(error).__mro__:
+        if cls in GRPC_STATUS_BY_ERROR:
+            return GRPC_STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
