@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n querygate/router/v1/router.proto\x12\x13querygate.router.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x99\x02\n\x0cRouteRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x36\n\x0c\x63onversation\x18\x05 \x03(\x0b\x32 .querygate.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\'\n\x04tier\x18\x08 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\x12\n\nskip_cache\x18\t \x01(\x08\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\xd2\x02\n\rRouteResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\x04tier\x18\x02 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\r\n\x05model\x18\x03 \x01(\t\x12\x36\n\x0c\x63\x61\x63he_status\x18\x04 \x01(\x0e\x32 .querygate.router.v1.CacheStatus\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\x12)\n\x05usage\x18\x06 \x01(\x0b\x32\x1a.querygate.router.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x15\n\rfinish_reason\x18\n \x01(\t\x12\x16\n\x0e\x63\x61\x63he_entry_id\x18\x0b \x01(\t\x12\x19\n\x11\x62\x61seline_cost_usd\x18\x0c \x01(\x01\" \n\x0f\x43lassifyRequest\x12\r\n\x05query\x18\x01 \x01(\t\"O\n\x0fTierProbability\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x94\x01\n\x10\x43lassifyResponse\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12;\n\rprobabilities\x18\x02 \x03(\x0b\x32$.querygate.router.v1.TierProbability\x12\x1a\n\x12\x63lassifier_version\x18\x03 \x01(\t*P\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTIER_SIMPLE\x10\x01\x12\x0f\n\x0bTIER_MEDIUM\x10\x02\x12\x10\n\x0cTIER_COMPLEX\x10\x03*\xb6\x01\n\x0b\x43\x61\x63heStatus\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_STATUS_MISS\x10\x01\x12\x1a\n\x16\x43\x41\x43HE_STATUS_EXACT_HIT\x10\x02\x12\x1d\n\x19\x43\x41\x43HE_STATUS_SEMANTIC_HIT\x10\x03\x12\x19\n\x15\x43\x41\x43HE_STATUS_BYPASSED\x10\x04\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNAVAILABLE\x10\x05\x32\xb8\x01\n\rRouterService\x12N\n\x05Route\x12!.querygate.router.v1.RouteRequest\x1a\".querygate.router.v1.RouteResponse\x12W\n\x08\x43lassify\x12$.querygate.router.v1.ClassifyRequest\x1a%.querygate.router.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n querygate/router/v1/router.proto\x12\x13querygate.router.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x99\x02\n\x0cRouteRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x15\n\rsystem_prompt\x18\x04 \x01(\t\x12\x36\n\x0c\x63onversation\x18\x05 \x03(\x0b\x32 .querygate.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\'\n\x04tier\x18\x08 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\x12\n\nskip_cache\x18\t \x01(\x08\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\"\xe4\x02\n\rRouteResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\x04tier\x18\x02 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\r\n\x05model\x18\x03 \x01(\t\x12\x36\n\x0c\x63\x61\x63he_status\x18\x04 \x01(\x0e\x32 .querygate.router.v1.CacheStatus\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\x12)\n\x05usage\x18\x06 \x01(\x0b\x32\x1a.querygate.router.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x15\n\rfinish_reason\x18\n \x01(\t\x12\x16\n\x0e\x63\x61\x63he_entry_id\x18\x0b \x01(\t\x12\x19\n\x11\x62\x61seline_cost_usd\x18\x0c \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\r \x01(\x08\"c\n\x10RouteStreamEvent\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\x35\n\x07summary\x18\x02 \x01(\x0b\x32\".querygate.router.v1.RouteResponseH\x00\x42\x07\n\x05\x65vent\" \n\x0f\x43lassifyRequest\x12\r\n\x05query\x18\x01 \x01(\t\"O\n\x0fTierProbability\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x94\x01\n\x10\x43lassifyResponse\x12\'\n\x04tier\x18\x01 \x01(\x0e\x32\x19.querygate.router.v1.Tier\x12;\n\rprobabilities\x18\x02 \x03(\x0b\x32$.querygate.router.v1.TierProbability\x12\x1a\n\x12\x63lassifier_version\x18\x03 \x01(\t*P\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTIER_SIMPLE\x10\x01\x12\x0f\n\x0bTIER_MEDIUM\x10\x02\x12\x10\n\x0cTIER_COMPLEX\x10\x03*\xb6\x01\n\x0b\x43\x61\x63heStatus\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_STATUS_MISS\x10\x01\x12\x1a\n\x16\x43\x41\x43HE_STATUS_EXACT_HIT\x10\x02\x12\x1d\n\x19\x43\x41\x43HE_STATUS_SEMANTIC_HIT\x10\x03\x12\x19\n\x15\x43\x41\x43HE_STATUS_BYPASSED\x10\x04\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNAVAILABLE\x10\x05\x32\x93\x02\n\rRouterService\x12N\n\x05Route\x12!.querygate.router.v1.RouteRequest\x1a\".querygate.router.v1.RouteResponse\x12W\n\x08\x43lassify\x12$.querygate.router.v1.ClassifyRequest\x1a%.querygate.router.v1.ClassifyResponse\x12Y\n\x0bRouteStream\x12!.querygate.router.v1.RouteRequest\x1a%.querygate.router.v1.RouteStreamEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'querygate.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIER']._serialized_start=1048
-  _globals['_TIER']._serialized_end=1128
-  _globals['_CACHESTATUS']._serialized_start=1131
-  _globals['_CACHESTATUS']._serialized_end=1313
+  _globals['_TIER']._serialized_start=1167
+  _globals['_TIER']._serialized_end=1247
+  _globals['_CACHESTATUS']._serialized_start=1250
+  _globals['_CACHESTATUS']._serialized_end=1432
   _globals['_CHATMESSAGE']._serialized_start=57
   _globals['_CHATMESSAGE']._serialized_end=101
   _globals['_ROUTEREQUEST']._serialized_start=104
@@ -42,13 +42,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGE']._serialized_start=387
   _globals['_USAGE']._serialized_end=439
   _globals['_ROUTERESPONSE']._serialized_start=442
-  _globals['_ROUTERESPONSE']._serialized_end=780
-  _globals['_CLASSIFYREQUEST']._serialized_start=782
-  _globals['_CLASSIFYREQUEST']._serialized_end=814
-  _globals['_TIERPROBABILITY']._serialized_start=816
-  _globals['_TIERPROBABILITY']._serialized_end=895
-  _globals['_CLASSIFYRESPONSE']._serialized_start=898
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1046
-  _globals['_ROUTERSERVICE']._serialized_start=1316
-  _globals['_ROUTERSERVICE']._serialized_end=1500
+  _globals['_ROUTERESPONSE']._serialized_end=798
+  _globals['_ROUTESTREAMEVENT']._serialized_start=800
+  _globals['_ROUTESTREAMEVENT']._serialized_end=899
+  _globals['_CLASSIFYREQUEST']._serialized_start=901
+  _globals['_CLASSIFYREQUEST']._serialized_end=933
+  _globals['_TIERPROBABILITY']._serialized_start=935
+  _globals['_TIERPROBABILITY']._serialized_end=1014
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1017
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1165
+  _globals['_ROUTERSERVICE']._serialized_start=1435
+  _globals['_ROUTERSERVICE']._serialized_end=1710
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("answer", "tier", "model", "cache_status", "similarity", "usage", "cost_usd", "latency_ms", "request_id", "finish_reason", "cache_entry_id", "baseline_cost_usd")
+    __slots__ = ("answer", "tier", "model", "cache_status", "similarity", "usage", "cost_usd", "latency_ms", "request_id", "finish_reason", "cache_entry_id", "baseline_cost_usd", "degraded")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class RouteResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CACHE_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     BASELINE_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     answer: str
     tier: Tier
     model: str
@@ -97,7 +98,16 @@ class RouteResponse(_message.Message):
     finish_reason: str
     cache_entry_id: str
     baseline_cost_usd: float
-    def __init__(self, answer: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., model: _Optional[str] = ..., cache_status: _Optional[_Union[CacheStatus, str]] = ..., similarity: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., request_id: _Optional[str] = ..., finish_reason: _Optional[str] = ..., cache_entry_id: _Optional[str] = ..., baseline_cost_usd: _Optional[float] = ...) -> None: ...
+    degraded: bool
+    def __init__(self, answer: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., model: _Optional[str] = ..., cache_status: _Optional[_Union[CacheStatus, str]] = ..., similarity: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., request_id: _Optional[str] = ..., finish_reason: _Optional[str] = ..., cache_entry_id: _Optional[str] = ..., baseline_cost_usd: _Optional[float] = ..., degraded: _Optional[bool] = ...) -> None: ...
+
+class RouteStreamEvent(_message.Message):
+    __slots__ = ("delta", "summary")
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    delta: str
+    summary: RouteResponse
+    def __init__(self, delta: _Optional[str] = ..., summary: _Optional[_Union[RouteResponse, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("query",)

@@ -44,6 +44,11 @@ class RouterServiceStub:
                 request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.RouteStream = channel.unary_stream(
+                '/querygate.router.v1.RouterService/RouteStream',
+                request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
+                response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -63,6 +68,13 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RouteStream(self, request, context):
+        """Answer a query as a stream of text deltas, then one summary message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ClassifyRequest.FromString,
                     response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'RouteStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.RouteStream,
+                    request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.FromString,
+                    response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class RouterService:
             '/querygate.router.v1.RouterService/Classify',
             querygate_dot_router_dot_v1_dot_router__pb2.ClassifyRequest.SerializeToString,
             querygate_dot_router_dot_v1_dot_router__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/querygate.router.v1.RouterService/RouteStream',
+            querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
+            querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,145 @@
+"""Async gRPC client for the cache service, with a short timeout per call.
+
+Any failure to reach the cache becomes `CacheUnavailableError`, so the router
+can answer uncached. The warning for it is logged at most once per
+`warning_interval_s`, with the number of failures in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import grpc
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from router_service.domain import CacheHit, CacheScope
+from router_service.errors import CacheUnavailableError
+
+logger = logging.getLogger(__name__)
+
+_LAYER_NAMES = {
+    cache_pb2.HIT_LAYER_EXACT: "exact",
+    cache_pb2.HIT_LAYER_SEMANTIC: "semantic",
+}
+
+
+class _WarningThrottle:
+    """Allows one warning per interval and counts the suppressed ones."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last = float("-inf")
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self._interval_s:
+            self._last = now
+            return True
+        self.suppressed += 1
+        return False
+
+
+def scope_to_proto(scope: CacheScope) -> cache_pb2.Scope:
+    """Convert a domain scope to the cache API's message."""
+    params = cache_pb2.GenerationParams()
+    if scope.temperature is not None:
+        params.temperature = scope.temperature
+    if scope.max_tokens is not None:
+        params.max_tokens = scope.max_tokens
+    return cache_pb2.Scope(
+        tenant=scope.tenant,
+        model=scope.model,
+        system_prompt=scope.system_prompt,
+        conversation=[
+            cache_pb2.ChatMessage(role=m.role, content=m.content)
+            for m in scope.conversation
+        ],
+        params=params,
+    )
+
+
+class CacheClient:
+    """`SemanticCache` over gRPC; the channel connects lazily on first use."""
+
+    def __init__(
+        self, target: str, timeout_s: float, warning_interval_s: float = 30.0
+    ) -> None:
+        self._target = target
+        self._timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
+        self._throttle = _WarningThrottle(warning_interval_s)
+
+    def _unavailable(self, operation: str, error: grpc.aio.AioRpcError) -> Exception:
+        if self._throttle.allow():
+            logger.warning(
+                "cache_unavailable",
+                extra={
+                    "operation": operation,
+                    "target": self._target,
+                    "code": error.code().name,
+                    "suppressed_since_last": self._throttle.suppressed,
+                },
+            )
+            self._throttle.suppressed = 0
+        return CacheUnavailableError(
+            f"cache {operation} failed with {error.code().name}"
+        )
+
+    async def lookup(
+        self, query: str, scope: CacheScope, min_similarity: float | None = None
+    ) -> CacheHit | None:
+        """Return the cached answer for `query` in `scope`, or None on a miss.
+
+        Raises:
+            CacheUnavailableError: the cache did not answer within the timeout.
+        """
+        request = cache_pb2.LookupRequest(query=query, scope=scope_to_proto(scope))
+        if min_similarity is not None:
+            request.min_similarity = min_similarity
+        try:
+            response = await self._stub.Lookup(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise self._unavailable("lookup", error) from error
+        if not response.hit:
+            return None
+        return CacheHit(
+            layer=_LAYER_NAMES.get(response.layer, "semantic"),
+            similarity=response.similarity,
+            entry_id=response.entry_id,
+            answer=response.answer,
+            metadata=dict(response.metadata),
+        )
+
+    async def store(
+        self,
+        query: str,
+        scope: CacheScope,
+        answer: str,
+        metadata: Mapping[str, str],
+        finish_reason: str,
+    ) -> str | None:
+        """Store an answer; return its entry id, or None when the cache declined.
+
+        Raises:
+            CacheUnavailableError: the cache did not answer within the timeout.
+        """
+        request = cache_pb2.StoreRequest(
+            query=query,
+            scope=scope_to_proto(scope),
+            answer=answer,
+            metadata=dict(metadata),
+            finish_reason=finish_reason,
+        )
+        try:
+            response = await self._stub.Store(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise self._unavailable("store", error) from error
+        return response.entry_id if response.stored else None
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()

@@ -1,0 +1,111 @@
+"""Command-line client: send one query to the router and print the result.
+
+    python -m router_service.client "What is the capital of France?" \
+        [--target HOST:PORT] [--tenant T] [--tier simple|medium|complex] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import grpc
+from google.protobuf import json_format
+from querygate.router.v1 import router_pb2, router_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+TIER_CHOICES = {
+    "simple": router_pb2.TIER_SIMPLE,
+    "medium": router_pb2.TIER_MEDIUM,
+    "complex": router_pb2.TIER_COMPLEX,
+}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m router_service.client",
+        description="Send one query to the Querygate router.",
+    )
+    parser.add_argument("query", help="the question to answer")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("QUERYGATE_ROUTER_ADDRESS", "127.0.0.1:50051"),
+        help="router address HOST:PORT (default: %(default)s)",
+    )
+    parser.add_argument("--tenant", default="cli", help="tenant id (default: cli)")
+    parser.add_argument("--user", default="", help="user id within the tenant")
+    parser.add_argument(
+        "--tier", choices=sorted(TIER_CHOICES), help="pin a tier instead of classifying"
+    )
+    parser.add_argument("--skip-cache", action="store_true", help="bypass the cache")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="deadline in seconds (default: 60)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the response as JSON"
+    )
+    return parser.parse_args(argv)
+
+
+def _table(response: router_pb2.RouteResponse) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("answer", response.answer),
+        ("tier", router_pb2.Tier.Name(response.tier).removeprefix("TIER_").lower()),
+        ("model", response.model),
+        (
+            "cache",
+            router_pb2.CacheStatus.Name(response.cache_status)
+            .removeprefix("CACHE_STATUS_")
+            .lower()
+            + (" (degraded)" if response.degraded else ""),
+        ),
+        ("similarity", f"{response.similarity:.3f}"),
+        (
+            "tokens",
+            f"{response.usage.input_tokens} in / {response.usage.output_tokens} out",
+        ),
+        ("cost", f"${response.cost_usd:.6f} (list price)"),
+        ("cost without router", f"${response.baseline_cost_usd:.6f}"),
+        ("latency", f"{response.latency_ms:.0f} ms"),
+        ("request id", response.request_id),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Send the query and print the response; return the exit status."""
+    args = _parse_args(argv)
+    request = router_pb2.RouteRequest(
+        query=args.query,
+        tenant=args.tenant,
+        user=args.user,
+        tier=TIER_CHOICES.get(args.tier, router_pb2.TIER_UNSPECIFIED),
+        skip_cache=args.skip_cache,
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            response = stub.Route(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(
+                f"request failed: {error.code().name}: {error.details()}",
+                file=sys.stderr,
+            )
+            return 1
+    if args.json:
+        print(json.dumps(json_format.MessageToDict(response), indent=2))
+    else:
+        Console().print(_table(response))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

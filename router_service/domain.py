@@ -1,0 +1,193 @@
+"""Domain values of the router: requests, results and the cache seam.
+
+Nothing here imports grpc; the servicer converts protos to and from these.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from router_service.backends.base import ChatMessage
+from router_service.errors import InvalidRequestError
+from router_service.settings import TIERS, RouterSettings
+
+CONVERSATION_ROLES = ("user", "assistant")
+AUTO_MODEL = "auto"
+
+
+class CacheStatus(enum.StrEnum):
+    """How the cache took part in a request."""
+
+    MISS = "miss"
+    EXACT_HIT = "exact_hit"
+    SEMANTIC_HIT = "semantic_hit"
+    BYPASSED = "bypassed"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class CacheScope:
+    """Everything besides the query text that must match for a cache hit."""
+
+    tenant: str
+    model: str
+    system_prompt: str = ""
+    conversation: tuple[ChatMessage, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A stored answer that the cache returned; layer is "exact" or "semantic"."""
+
+    layer: str
+    similarity: float
+    entry_id: str
+    answer: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class SemanticCache(Protocol):
+    """The cache service as the router sees it.
+
+    Both methods raise `CacheUnavailableError` when the service cannot be reached.
+    """
+
+    async def lookup(
+        self, query: str, scope: CacheScope, min_similarity: float | None = None
+    ) -> CacheHit | None: ...
+
+    async def store(
+        self,
+        query: str,
+        scope: CacheScope,
+        answer: str,
+        metadata: Mapping[str, str],
+        finish_reason: str,
+    ) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """One request to answer a query; `tier` None lets the classifier choose."""
+
+    query: str
+    tenant: str
+    user: str = ""
+    system_prompt: str = ""
+    conversation: tuple[ChatMessage, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tier: str | None = None
+    skip_cache: bool = False
+
+    def cache_scope(self) -> CacheScope:
+        """Return the scope that keys this request's cache entries."""
+        return CacheScope(
+            tenant=self.tenant,
+            model=self.tier or AUTO_MODEL,
+            system_prompt=self.system_prompt,
+            conversation=self.conversation,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
+
+    def messages(self) -> tuple[ChatMessage, ...]:
+        """Return the chat sent to a model: system prompt, earlier turns, query."""
+        system = (
+            (ChatMessage("system", self.system_prompt),) if self.system_prompt else ()
+        )
+        return (*system, *self.conversation, ChatMessage("user", self.query))
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """The answer to a `RouteQuery`, with accounting."""
+
+    answer: str
+    tier: str
+    model: str
+    cache_status: CacheStatus
+    similarity: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+    latency_ms: float
+    request_id: str
+    finish_reason: str
+    cache_entry_id: str = ""
+    degraded: bool = False
+
+
+def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
+    """Check every field of a request against the configured limits.
+
+    Raises:
+        InvalidRequestError: naming the first invalid field.
+    """
+    _check_query_text(query.query, settings.max_query_chars)
+    _check_tenant(query.tenant, settings.max_tenant_chars)
+    if query.temperature is not None and not 0.0 <= query.temperature <= 2.0:
+        raise InvalidRequestError(
+            "temperature",
+            f"must be between 0 and 2; got {query.temperature}",
+            "Omit it to use the model's default.",
+        )
+    if query.max_tokens is not None and not (
+        1 <= query.max_tokens <= settings.max_output_tokens
+    ):
+        raise InvalidRequestError(
+            "max_tokens",
+            f"must be between 1 and {settings.max_output_tokens}; "
+            f"got {query.max_tokens}",
+            "Omit it to use the model's default.",
+        )
+    if query.tier is not None and query.tier not in TIERS:
+        raise InvalidRequestError(
+            "tier",
+            f"must be one of {', '.join(TIERS)}; got {query.tier!r}",
+            "Leave it unspecified to let the classifier choose.",
+        )
+    for index, turn in enumerate(query.conversation):
+        if turn.role not in CONVERSATION_ROLES:
+            raise InvalidRequestError(
+                f"conversation[{index}].role",
+                f"must be user or assistant; got {turn.role!r}",
+                "Put instructions in system_prompt instead.",
+            )
+
+
+def _check_query_text(text: str, max_chars: int) -> None:
+    if not text.strip():
+        raise InvalidRequestError(
+            "query",
+            "must contain non-whitespace text",
+            "Send the question to answer.",
+        )
+    if len(text) > max_chars:
+        raise InvalidRequestError(
+            "query",
+            f"must be at most {max_chars} characters; got {len(text)}",
+            "Shorten the query or split it into several requests.",
+        )
+
+
+def _check_tenant(tenant: str, max_chars: int) -> None:
+    if not tenant.strip():
+        raise InvalidRequestError(
+            "tenant",
+            "is required",
+            "Set tenant to your team or application id.",
+        )
+    if len(tenant) > max_chars or tenant != tenant.strip():
+        raise InvalidRequestError(
+            "tenant",
+            f"must be at most {max_chars} characters with no surrounding spaces; "
+            f"got {len(tenant)} characters",
+            "Use a short id such as acme-search.",
+        )

@@ -1,0 +1,433 @@
+"""The routing domain: cache first, then the classified tier's model chain.
+
+For each request the router looks the query up in the cache and classifies it
+at the same time. A hit returns without calling a model. On a miss it calls
+the tier's models in order, then the models of higher tiers, with retries and
+a circuit breaker per model. When every model fails it serves a degraded
+answer from the cache at a lower similarity bound, or raises
+`NoModelAvailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from router_service.backends.base import (
+    Completion,
+    CompletionRequest,
+    ModelBackend,
+    estimate_prompt_tokens,
+)
+from router_service.domain import (
+    CacheHit,
+    CacheStatus,
+    RouteQuery,
+    RouteResult,
+    SemanticCache,
+    validate_query,
+)
+from router_service.errors import (
+    CacheUnavailableError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ModelCallError,
+    ModelRefusedError,
+    NoModelAvailableError,
+    NotReadyError,
+    PromptTooLargeError,
+)
+from router_service.resilience import CircuitBreaker, call_with_retries
+from router_service.settings import TIERS, ModelSettings, RouterSettings
+
+logger = logging.getLogger(__name__)
+
+
+class TierPredictionLike(Protocol):
+    """The classifier's output: a tier and one probability per tier."""
+
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def probabilities(self) -> Mapping[str, float]: ...
+
+
+class TierClassifier(Protocol):
+    """What the router needs of `router_service.classifier.ComplexityClassifier`."""
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, query: str) -> TierPredictionLike: ...
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """A completion with the model and tier that produced it."""
+
+    completion: Completion
+    model: ModelSettings
+    tier: str
+    failed_input_tokens: int = 0
+    failed_output_tokens: int = 0
+
+
+def cost_usd(model: ModelSettings, input_tokens: int, output_tokens: int) -> float:
+    """Return the list-price cost of a call in USD."""
+    return (
+        input_tokens * model.input_price_per_1k
+        + output_tokens * model.output_price_per_1k
+    ) / 1000.0
+
+
+def fallback_chain(settings: RouterSettings, tier: str) -> list[tuple[str, str]]:
+    """List (tier, model name) pairs to try: the tier's models, then higher tiers'.
+
+    A model that appears in several tiers is listed once, at its first place.
+    """
+    chain: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for candidate_tier in TIERS[TIERS.index(tier) :]:
+        for name in settings.tiers[candidate_tier]:
+            if name not in seen:
+                seen.add(name)
+                chain.append((candidate_tier, name))
+    return chain
+
+
+class Router:
+    """Answers `RouteQuery` values; the classifier may be attached after start-up."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        backends: Mapping[str, ModelBackend],
+        cache: SemanticCache | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_breaker_change: Callable[[str, object], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._backends = backends
+        self._cache = cache
+        self._clock = clock
+        self._classifier: TierClassifier | None = None
+        resilience = settings.resilience
+        self.breakers = {
+            name: CircuitBreaker(
+                name,
+                resilience.breaker_failure_threshold,
+                resilience.breaker_cooldown_s,
+                resilience.breaker_half_open_max_calls,
+                clock=clock,
+                on_change=on_breaker_change,
+            )
+            for name in settings.models
+        }
+
+    def attach_classifier(self, classifier: TierClassifier) -> None:
+        """Use `classifier` from now on; until then unpinned requests are rejected."""
+        self._classifier = classifier
+
+    @property
+    def classifier(self) -> TierClassifier:
+        """The loaded classifier.
+
+        Raises:
+            NotReadyError: the classifier is still loading.
+        """
+        if self._classifier is None:
+            raise NotReadyError(
+                "the complexity classifier is still loading; retry in a few seconds"
+            )
+        return self._classifier
+
+    def classify(self, query: str) -> TierPredictionLike:
+        """Predict the tier of `query` without calling a model.
+
+        Raises:
+            InvalidRequestError: the query is empty or too long.
+            NotReadyError: the classifier is still loading.
+        """
+        if not query.strip():
+            raise InvalidRequestError(
+                "query", "must contain non-whitespace text", "Send the question."
+            )
+        if len(query) > self._settings.max_query_chars:
+            raise InvalidRequestError(
+                "query",
+                f"must be at most {self._settings.max_query_chars} characters; "
+                f"got {len(query)}",
+                "Shorten the query.",
+            )
+        return self.classifier.predict(query)
+
+    async def route(
+        self, query: RouteQuery, deadline: float | None = None
+    ) -> RouteResult:
+        """Answer `query` from the cache or a model before `deadline` (monotonic s).
+
+        Raises:
+            InvalidRequestError: a field of `query` is invalid.
+            NotReadyError: the tier is not pinned and the classifier is loading.
+            PromptTooLargeError: no candidate model's context window fits.
+            ModelRefusedError: a model refused the prompt.
+            NoModelAvailableError: every model failed and the cache had nothing.
+            DeadlineExceededError: the deadline passed before a model answered.
+        """
+        started = self._clock()
+        validate_query(query, self._settings)
+        request_id = uuid.uuid4().hex[:16]
+
+        status, hit, tier = await self._lookup_and_classify(query)
+        if hit is not None:
+            return self._result_from_hit(query, hit, status, tier, request_id, started)
+
+        try:
+            answer = await self._call_chain(query, tier, deadline)
+        except NoModelAvailableError:
+            degraded = await self._degraded_lookup(query, status)
+            if degraded is None:
+                raise
+            return self._result_from_hit(
+                query, degraded, status, tier, request_id, started, degraded=True
+            )
+
+        entry_id = await self._store(query, status, answer, request_id)
+        return self._result_from_answer(answer, status, entry_id, request_id, started)
+
+    async def _lookup_and_classify(
+        self, query: RouteQuery
+    ) -> tuple[CacheStatus, CacheHit | None, str]:
+        if query.skip_cache or self._cache is None:
+            status = (
+                CacheStatus.BYPASSED if query.skip_cache else CacheStatus.UNAVAILABLE
+            )
+            return status, None, query.tier or self.classifier.predict(query.query).tier
+
+        # The lookup is network-bound and classification takes well under a
+        # millisecond, so the classifier runs while the lookup is in flight.
+        lookup = asyncio.ensure_future(
+            self._cache.lookup(query.query, query.cache_scope())
+        )
+        try:
+            tier = query.tier or self.classifier.predict(query.query).tier
+        except BaseException:
+            lookup.cancel()
+            raise
+        try:
+            hit = await lookup
+        except CacheUnavailableError:
+            return CacheStatus.UNAVAILABLE, None, tier
+        if hit is None:
+            return CacheStatus.MISS, None, tier
+        status = (
+            CacheStatus.EXACT_HIT if hit.layer == "exact" else CacheStatus.SEMANTIC_HIT
+        )
+        return status, hit, tier
+
+    async def _call_chain(
+        self, query: RouteQuery, tier: str, deadline: float | None
+    ) -> ModelAnswer:
+        messages = query.messages()
+        prompt_tokens = estimate_prompt_tokens(messages)
+        failures: list[str] = []
+        too_large: list[str] = []
+        for candidate_tier, name in fallback_chain(self._settings, tier):
+            model = self._settings.models[name]
+            if prompt_tokens > model.context_window:
+                too_large.append(f"{name} ({model.context_window})")
+                continue
+            if deadline is not None and self._clock() >= deadline:
+                raise DeadlineExceededError(
+                    "the request deadline passed before a model answered"
+                )
+            try:
+                return await self._call_model(
+                    model, candidate_tier, query, messages, deadline
+                )
+            except ModelRefusedError:
+                raise
+            except ModelCallError as error:
+                failures.append(f"{name}: {type(error).__name__}")
+                logger.warning(
+                    "model_fallback",
+                    extra={"model": name, "tier": candidate_tier, "error": str(error)},
+                )
+        if too_large and not failures:
+            raise PromptTooLargeError(
+                "query",
+                f"the prompt is about {prompt_tokens} tokens, more than the context "
+                f"window of every candidate model: {', '.join(too_large)}",
+                "Shorten the query, system prompt or conversation.",
+            )
+        raise NoModelAvailableError(
+            "every model failed: " + "; ".join(failures + too_large) + ". Retry later."
+        )
+
+    async def _call_model(
+        self,
+        model: ModelSettings,
+        tier: str,
+        query: RouteQuery,
+        messages: tuple,
+        deadline: float | None,
+    ) -> ModelAnswer:
+        backend = self._backends[model.name]
+        breaker = self.breakers[model.name]
+        failed = [0, 0]
+
+        async def attempt(remaining_s: float) -> Completion:
+            request = CompletionRequest(
+                messages=messages,
+                timeout_s=min(model.timeout_s, remaining_s),
+                temperature=query.temperature,
+                max_tokens=query.max_tokens,
+            )
+            async with breaker.guard():
+                return await backend.complete(request)
+
+        def count_failed(error: ModelCallError) -> None:
+            failed[0] += error.reported_input_tokens
+            failed[1] += error.reported_output_tokens
+
+        completion = await call_with_retries(
+            attempt,
+            self._settings.resilience,
+            deadline,
+            clock=self._clock,
+            on_failed_attempt=count_failed,
+        )
+        return ModelAnswer(completion, model, tier, failed[0], failed[1])
+
+    async def _store(
+        self,
+        query: RouteQuery,
+        status: CacheStatus,
+        answer: ModelAnswer,
+        request_id: str,
+    ) -> str:
+        completion = answer.completion
+        if status is not CacheStatus.MISS or self._cache is None:
+            return ""
+        # An answer cut off by the token limit or an empty answer is not reusable.
+        if completion.finish_reason == "length" or not completion.text.strip():
+            return ""
+        metadata = {
+            "tier": answer.tier,
+            "model": answer.model.name,
+            "input_tokens": str(completion.input_tokens),
+            "output_tokens": str(completion.output_tokens),
+            "request_id": request_id,
+        }
+        try:
+            entry_id = await self._cache.store(
+                query.query,
+                query.cache_scope(),
+                completion.text,
+                metadata,
+                completion.finish_reason,
+            )
+        except CacheUnavailableError:
+            return ""
+        return entry_id or ""
+
+    async def _degraded_lookup(
+        self, query: RouteQuery, status: CacheStatus
+    ) -> CacheHit | None:
+        if status is not CacheStatus.MISS or self._cache is None:
+            return None
+        try:
+            return await self._cache.lookup(
+                query.query,
+                query.cache_scope(),
+                min_similarity=self._settings.cache.degraded_min_similarity,
+            )
+        except CacheUnavailableError:
+            return None
+
+    def _baseline(self, input_tokens: int, output_tokens: int) -> float:
+        return cost_usd(
+            self._settings.primary_model("complex"), input_tokens, output_tokens
+        )
+
+    def _result_from_hit(
+        self,
+        query: RouteQuery,
+        hit: CacheHit,
+        status: CacheStatus,
+        tier: str,
+        request_id: str,
+        started: float,
+        *,
+        degraded: bool = False,
+    ) -> RouteResult:
+        metadata = hit.metadata
+        stored_tier = metadata.get("tier", tier)
+        if degraded:
+            status = (
+                CacheStatus.EXACT_HIT
+                if hit.layer == "exact"
+                else CacheStatus.SEMANTIC_HIT
+            )
+        return RouteResult(
+            answer=hit.answer,
+            tier=stored_tier if stored_tier in TIERS else tier,
+            model=metadata.get("model", ""),
+            cache_status=status,
+            similarity=hit.similarity,
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+            baseline_cost_usd=self._baseline(
+                _int_metadata(metadata, "input_tokens"),
+                _int_metadata(metadata, "output_tokens"),
+            ),
+            latency_ms=(self._clock() - started) * 1000.0,
+            request_id=request_id,
+            finish_reason="stop",
+            cache_entry_id=hit.entry_id,
+            degraded=degraded,
+        )
+
+    def _result_from_answer(
+        self,
+        answer: ModelAnswer,
+        status: CacheStatus,
+        entry_id: str,
+        request_id: str,
+        started: float,
+    ) -> RouteResult:
+        completion = answer.completion
+        billed_input = completion.input_tokens + answer.failed_input_tokens
+        billed_output = completion.output_tokens + answer.failed_output_tokens
+        return RouteResult(
+            answer=completion.text,
+            tier=answer.tier,
+            model=answer.model.name,
+            cache_status=status,
+            similarity=0.0,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=cost_usd(answer.model, billed_input, billed_output),
+            baseline_cost_usd=self._baseline(
+                completion.input_tokens, completion.output_tokens
+            ),
+            latency_ms=(self._clock() - started) * 1000.0,
+            request_id=request_id,
+            finish_reason=completion.finish_reason,
+            cache_entry_id=entry_id,
+        )
+
+
+def _int_metadata(metadata: Mapping[str, str], key: str) -> int:
+    try:
+        return max(0, int(metadata.get(key, "0")))
+    except ValueError:
+        return 0

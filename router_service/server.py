@@ -1,0 +1,175 @@
+"""Server wiring: grpc.aio server, router servicer, health and reflection.
+
+Health reports NOT_SERVING until the complexity classifier is loaded, then
+SERVING. Requests that pin a tier are answered before that; requests that need
+the classifier get UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from querygate.router.v1 import router_pb2, router_pb2_grpc
+
+from router_service.backends import ModelBackend, build_backend
+from router_service.cache_client import CacheClient
+from router_service.domain import SemanticCache
+from router_service.routing import Router, TierClassifier
+from router_service.servicer import RouterServicer
+from router_service.settings import RouterSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+ClassifierLoader = Callable[[Path | None], TierClassifier]
+
+
+def load_complexity_classifier(artifact_dir: Path | None) -> TierClassifier:
+    """Load the classifier from `artifact_dir`, or the committed artifact if None."""
+    from router_service.classifier import ComplexityClassifier, default_artifact_dir
+
+    return ComplexityClassifier.load(artifact_dir or default_artifact_dir())
+
+
+@dataclass
+class RunningServer:
+    """A started router server; the classifier may still be loading."""
+
+    server: grpc.aio.Server
+    port: int
+    router: Router
+    health: health.aio.HealthServicer
+    backends: Mapping[str, ModelBackend]
+    cache_client: CacheClient | None
+    loader: asyncio.Task[None] | None = None
+    load_error: BaseException | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def target(self) -> str:
+        """The address a local client dials, such as 127.0.0.1:50051."""
+        return f"127.0.0.1:{self.port}"
+
+    async def wait_until_serving(self, timeout_s: float | None = None) -> None:
+        """Wait until the classifier is loaded.
+
+        Raises:
+            TimeoutError: loading did not finish within `timeout_s`.
+            RuntimeError: loading failed; the cause is chained.
+        """
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+        if self.load_error is not None:
+            raise RuntimeError("the classifier failed to load") from self.load_error
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Report NOT_SERVING, finish in-flight RPCs and close every connection."""
+        await self.health.enter_graceful_shutdown()
+        if self.loader is not None:
+            self.loader.cancel()
+        await self.server.stop(grace_s)
+        for backend in self.backends.values():
+            await backend.aclose()
+        if self.cache_client is not None:
+            await self.cache_client.close()
+        logger.info("server_stopped", extra={"port": self.port})
+
+
+async def _set_health(servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        await servicer.set(name, status)
+
+
+async def create_server(
+    settings: RouterSettings,
+    *,
+    backends: Mapping[str, ModelBackend] | None = None,
+    cache: SemanticCache | None = None,
+    classifier: TierClassifier | None = None,
+    classifier_loader: ClassifierLoader = load_complexity_classifier,
+) -> RunningServer:
+    """Bind `settings.address`, start serving and load the classifier.
+
+    `backends` defaults to one backend per configured model and `cache` to a
+    gRPC client of `settings.cache.target`. With `classifier` given, the server
+    is SERVING when this returns; otherwise `classifier_loader` runs in a
+    worker thread and `wait_until_serving` waits for it.
+
+    Raises:
+        ConfigError: a model's API key variable is not set.
+        RuntimeError: the address cannot be bound.
+    """
+    if backends is None:
+        backends = {
+            name: build_backend(model) for name, model in settings.models.items()
+        }
+    cache_client = None
+    if cache is None:
+        cache_client = CacheClient(settings.cache.target, settings.cache.timeout_s)
+        cache = cache_client
+    router = Router(settings, backends, cache)
+
+    server = grpc.aio.server()
+    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    await _set_health(health_servicer, serving=False)
+    port = server.add_insecure_port(settings.address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind the router to {settings.address}")
+    await server.start()
+
+    running = RunningServer(
+        server, port, router, health_servicer, backends, cache_client
+    )
+    logger.info(
+        "server_started",
+        extra={
+            "port": port,
+            "cache_target": settings.cache.target,
+            "models": ",".join(settings.models),
+        },
+    )
+    if classifier is not None:
+        await _classifier_ready(running, classifier)
+    else:
+        running.loader = asyncio.create_task(
+            _load_classifier(
+                running, classifier_loader, settings.classifier_artifact_dir
+            )
+        )
+    return running
+
+
+async def _classifier_ready(running: RunningServer, classifier: TierClassifier) -> None:
+    running.router.attach_classifier(classifier)
+    await _set_health(running.health, serving=True)
+    logger.info("classifier_loaded", extra={"version": classifier.version})
+    running._ready.set()
+
+
+async def _load_classifier(
+    running: RunningServer, loader: ClassifierLoader, artifact_dir: Path | None
+) -> None:
+    try:
+        classifier = await asyncio.to_thread(loader, artifact_dir)
+    except Exception as error:
+        running.load_error = error
+        logger.exception("classifier_load_failed")
+        running._ready.set()
+        return
+    await _classifier_ready(running, classifier)

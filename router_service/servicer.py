@@ -1,0 +1,196 @@
+"""Thin gRPC servicer: request proto -> domain value -> one domain call -> proto."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from querygate.router.v1 import router_pb2, router_pb2_grpc
+
+from router_service.backends.base import ChatMessage
+from router_service.domain import CacheStatus, RouteQuery, RouteResult
+from router_service.errors import RateLimitedError, RouterError, grpc_status_for
+from router_service.routing import Router
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TIER_TO_PROTO = {
+    "simple": router_pb2.TIER_SIMPLE,
+    "medium": router_pb2.TIER_MEDIUM,
+    "complex": router_pb2.TIER_COMPLEX,
+}
+PROTO_TO_TIER = {value: key for key, value in TIER_TO_PROTO.items()}
+CACHE_STATUS_TO_PROTO = {
+    CacheStatus.MISS: router_pb2.CACHE_STATUS_MISS,
+    CacheStatus.EXACT_HIT: router_pb2.CACHE_STATUS_EXACT_HIT,
+    CacheStatus.SEMANTIC_HIT: router_pb2.CACHE_STATUS_SEMANTIC_HIT,
+    CacheStatus.BYPASSED: router_pb2.CACHE_STATUS_BYPASSED,
+    CacheStatus.UNAVAILABLE: router_pb2.CACHE_STATUS_UNAVAILABLE,
+}
+# Answer a little before the caller's deadline so the reply can still arrive.
+DEADLINE_MARGIN_S = 0.05
+
+
+def query_from_proto(request: router_pb2.RouteRequest) -> RouteQuery:
+    """Convert a RouteRequest to the domain's RouteQuery."""
+    tier = None
+    if request.tier != router_pb2.TIER_UNSPECIFIED:
+        tier = PROTO_TO_TIER.get(request.tier, f"unknown tier {request.tier}")
+    return RouteQuery(
+        query=request.query,
+        tenant=request.tenant,
+        user=request.user,
+        system_prompt=request.system_prompt,
+        conversation=tuple(
+            ChatMessage(turn.role, turn.content) for turn in request.conversation
+        ),
+        temperature=request.temperature if request.HasField("temperature") else None,
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        tier=tier,
+        skip_cache=request.skip_cache,
+    )
+
+
+def result_to_proto(result: RouteResult) -> router_pb2.RouteResponse:
+    """Convert a RouteResult to the RouteResponse message."""
+    return router_pb2.RouteResponse(
+        answer=result.answer,
+        tier=TIER_TO_PROTO[result.tier],
+        model=result.model,
+        cache_status=CACHE_STATUS_TO_PROTO[result.cache_status],
+        similarity=result.similarity,
+        usage=router_pb2.Usage(
+            input_tokens=result.input_tokens, output_tokens=result.output_tokens
+        ),
+        cost_usd=result.cost_usd,
+        latency_ms=result.latency_ms,
+        request_id=result.request_id,
+        finish_reason=result.finish_reason,
+        cache_entry_id=result.cache_entry_id,
+        baseline_cost_usd=result.baseline_cost_usd,
+        degraded=result.degraded,
+    )
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return time.monotonic() + max(0.0, remaining - DEADLINE_MARGIN_S)
+
+
+def _rate_limited_status(error: RateLimitedError) -> grpc.Status:
+    retry = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(nanos=0, seconds=0)
+    )
+    retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(retry)
+    status = status_pb2.Status(
+        code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[detail]
+    )
+    return rpc_status.to_status(status)
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    """Exposes `Router` over gRPC and maps domain errors through the error table."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def _handle(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        call: Callable[[], Awaitable[T]],
+        log_fields: Callable[[T], dict[str, object]],
+    ) -> T:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        fields: dict[str, object] = {}
+        try:
+            result = await call()
+            fields = log_fields(result)
+            return result
+        except RateLimitedError as error:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            status = _rate_limited_status(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except RouterError as error:
+            code = grpc_status_for(error)
+            await context.abort(code, str(error))
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            error_id = uuid.uuid4().hex[:8]
+            logger.exception(
+                "rpc_failed", extra={"method": method, "error_id": error_id}
+            )
+            await context.abort(code, f"internal error, id {error_id}")
+        finally:
+            logger.info(
+                "rpc_completed",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                    **fields,
+                },
+            )
+        raise AssertionError("unreachable: context.abort raises")
+
+    async def Route(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.RouteResponse:
+        async def call() -> router_pb2.RouteResponse:
+            query = query_from_proto(request)
+            result = await self._router.route(query, _deadline(context))
+            return result_to_proto(result)
+
+        return await self._handle("Route", context, call, _route_log_fields)
+
+    async def Classify(
+        self, request: router_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ClassifyResponse:
+        async def call() -> router_pb2.ClassifyResponse:
+            prediction = self._router.classify(request.query)
+            return router_pb2.ClassifyResponse(
+                tier=TIER_TO_PROTO[prediction.tier],
+                probabilities=[
+                    router_pb2.TierProbability(
+                        tier=TIER_TO_PROTO[tier], probability=probability
+                    )
+                    for tier, probability in prediction.probabilities.items()
+                ],
+                classifier_version=self._router.classifier.version,
+            )
+
+        def fields(response: router_pb2.ClassifyResponse) -> dict[str, object]:
+            return {"tier": router_pb2.Tier.Name(response.tier)}
+
+        return await self._handle("Classify", context, call, fields)
+
+    async def RouteStream(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.RouteStreamEvent]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+
+def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:
+    return {
+        "request_id": response.request_id,
+        "tier": router_pb2.Tier.Name(response.tier),
+        "model": response.model,
+        "cache_status": router_pb2.CacheStatus.Name(response.cache_status),
+        "input_tokens": response.usage.input_tokens,
+        "output_tokens": response.usage.output_tokens,
+        "cost_usd": response.cost_usd,
+    }
