@@ -1,0 +1,80 @@
+"""Entry point: ``python -m cache_service [--config FILE] [--port-file PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cache_service.errors import SettingsError
+from cache_service.logging_setup import configure_logging
+from cache_service.server import create_server
+from cache_service.settings import CacheSettings
+
+logger = logging.getLogger("cache_service")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cache_service",
+        description="Semantic cache gRPC service. Settings come from QUERYGATE_CACHE_* "
+        "environment variables over the optional TOML file.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML file of cache settings")
+    parser.add_argument(
+        "--port-file",
+        type=Path,
+        help="file to write the bound port to, once the server is listening",
+    )
+    return parser.parse_args(argv)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` atomically, so a launcher polling the file never reads half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(f"{port}\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        settings = CacheSettings.load(os.environ, args.config)
+    except SettingsError as error:
+        print(f"invalid cache settings: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_requested.set())
+
+    running = create_server(settings)
+    if args.port_file is not None:
+        write_port_file(args.port_file, running.port)
+    while not stop_requested.is_set():
+        try:
+            running.wait_until_serving(timeout_s=0.5)
+            break
+        except TimeoutError:
+            continue
+        except RuntimeError:
+            # The loader already logged the cause with its traceback.
+            running.stop(grace_s=0)
+            return 1
+
+    stop_requested.wait()
+    logger.info("shutdown_requested")
+    running.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

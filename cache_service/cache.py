@@ -1,0 +1,305 @@
+"""The semantic cache: an exact layer on normalized text, then a FAISS layer by cosine.
+
+Entries are partitioned by scope key, and each scope has its own vector index, so a
+lookup can only ever see entries of its own tenant and scope. Index and metadata
+change together under one lock; embedding runs outside it. Single process only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from cache_service.embedding import Embedder, Vectors
+from cache_service.entries import (
+    CacheEntry,
+    CacheStats,
+    HitLayer,
+    LookupOutcome,
+    LookupQuery,
+    StoreCommand,
+    StoreOutcome,
+    check_lookup,
+    check_query,
+    check_scope,
+    check_store,
+    reason_not_cacheable,
+)
+from cache_service.normalize import normalize_query
+from cache_service.scope import Scope
+from cache_service.settings import CacheSettings
+from cache_service.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+
+class SemanticCache:
+    """Stores answers by scope and query, and finds them by exact text or cosine.
+
+    An entry serves exact hits for ``exact_ttl_s`` and semantic hits for
+    ``semantic_ttl_s`` after it was stored; expired entries are never served, and
+    ``sweep_expired`` frees them. Beyond ``max_entries`` the least recently used
+    entry is evicted. Entry ids increase and are never reused, so a removed id can
+    never resolve to another entry's answer.
+    """
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        embedder: Embedder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Least recently used first; a hit or a store moves an entry to the end.
+        self._entries: OrderedDict[int, CacheEntry] = OrderedDict()
+        self._exact: dict[tuple[str, str], int] = {}
+        self._partitions: dict[str, VectorIndex] = {}
+        self._by_tenant: dict[str, set[int]] = {}
+        self._next_id = 1
+        self._exact_hits = 0
+        self._semantic_hits = 0
+        self._misses = 0
+        self._stores = 0
+        self._evictions = 0
+        self._expirations = 0
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def lookup(self, request: LookupQuery) -> LookupOutcome:
+        """Return the freshest matching entry of the request's scope, if any.
+
+        Raises:
+            InvalidRequestError: the query, the scope or the threshold is invalid.
+            EmbeddingError: the model failed on the query.
+        """
+        check_lookup(request, self._settings)
+        scope_key = request.scope.key()
+        normalized = normalize_query(request.query)
+        with self._lock:
+            outcome = self._lookup_exact(scope_key, normalized, self._clock())
+            if outcome is not None:
+                self._exact_hits += 1
+                return outcome
+
+        # A query beyond the token window would be embedded from its first tokens
+        # only, so two long prompts with a shared prefix would collide. Such
+        # queries use the exact layer alone.
+        if not self._fits_token_window(request.query):
+            with self._lock:
+                self._misses += 1
+            return LookupOutcome(hit=False)
+
+        vector = self._embedder.embed([request.query])[0]
+        threshold = request.min_similarity
+        if threshold is None:
+            threshold = self._settings.min_cosine_similarity
+        with self._lock:
+            outcome = self._lookup_semantic(scope_key, vector, threshold, self._clock())
+            if outcome.hit:
+                self._semantic_hits += 1
+            else:
+                self._misses += 1
+            return outcome
+
+    def store(self, request: StoreCommand) -> StoreOutcome:
+        """Store an answer, replacing the entry with the same scope and normalized text.
+
+        Returns an outcome with ``stored=False`` and a reason when the answer must
+        not be replayed (not finished normally, or empty).
+
+        Raises:
+            InvalidRequestError: the query, scope, answer or metadata is invalid.
+            EmbeddingError: the model failed on the query.
+        """
+        check_store(request, self._settings)
+        reason = reason_not_cacheable(request)
+        if reason is not None:
+            return StoreOutcome(stored=False, reason=reason)
+
+        vector: Vectors | None = None
+        if self._fits_token_window(request.query):
+            vector = self._embedder.embed([request.query])[0]
+
+        scope_key = request.scope.key()
+        normalized = normalize_query(request.query)
+        with self._lock:
+            previous = self._exact.get((scope_key, normalized))
+            if previous is not None:
+                self._remove(previous)
+            entry = CacheEntry(
+                entry_id=self._next_id,
+                scope_key=scope_key,
+                tenant=request.scope.tenant,
+                normalized_query=normalized,
+                answer=request.answer,
+                metadata=dict(request.metadata),
+                created_at=self._clock(),
+                in_index=vector is not None,
+            )
+            self._next_id += 1
+            self._insert(entry, vector)
+            self._stores += 1
+            self._evict_over_capacity()
+        return StoreOutcome(stored=True, entry_id=entry.entry_id)
+
+    def invalidate_entry(self, entry_id: int) -> int:
+        """Remove one entry by id; return 1 if it existed, else 0."""
+        with self._lock:
+            return self._remove(entry_id)
+
+    def invalidate_tenant(self, tenant: str) -> int:
+        """Remove every entry of ``tenant`` and return how many were removed.
+
+        Raises:
+            InvalidRequestError: the tenant is empty.
+        """
+        check_scope(Scope(tenant=tenant), field_name="invalidate")
+        with self._lock:
+            ids = list(self._by_tenant.get(tenant, ()))
+            return sum(self._remove(entry_id) for entry_id in ids)
+
+    def invalidate_query(self, query: str, scope: Scope) -> int:
+        """Remove the entry stored for this scope and normalized query text.
+
+        Raises:
+            InvalidRequestError: the query or the scope is invalid.
+        """
+        check_query(query, self._settings, field_name="query.query")
+        check_scope(scope, field_name="query.scope")
+        key = (scope.key(), normalize_query(query))
+        with self._lock:
+            entry_id = self._exact.get(key)
+            return 0 if entry_id is None else self._remove(entry_id)
+
+    def sweep_expired(self) -> int:
+        """Remove entries past both TTLs and vectors past the semantic TTL.
+
+        Returns the number of entries removed. Scans every entry under the lock.
+        """
+        now = self._clock()
+        removed = 0
+        with self._lock:
+            for entry in list(self._entries.values()):
+                age = now - entry.created_at
+                if not self._alive(age, HitLayer.EXACT) and not self._alive(
+                    age, HitLayer.SEMANTIC
+                ):
+                    removed += self._remove(entry.entry_id)
+                elif entry.in_index and not self._alive(age, HitLayer.SEMANTIC):
+                    self._drop_vector(entry)
+            self._expirations += removed
+        if removed:
+            logger.info("cache_swept", extra={"expired_entries": removed})
+        return removed
+
+    def stats(self) -> CacheStats:
+        """Return counters since start and the current sizes."""
+        with self._lock:
+            return CacheStats(
+                entries=len(self._entries),
+                index_vectors=sum(len(index) for index in self._partitions.values()),
+                exact_hits=self._exact_hits,
+                semantic_hits=self._semantic_hits,
+                misses=self._misses,
+                stores=self._stores,
+                evictions=self._evictions,
+                expirations=self._expirations,
+            )
+
+    def _fits_token_window(self, query: str) -> bool:
+        return self._embedder.token_count(query) <= self._embedder.max_tokens
+
+    def _alive(self, age_s: float, layer: HitLayer) -> bool:
+        if layer is HitLayer.EXACT:
+            return age_s < self._settings.exact_ttl_s
+        return age_s < self._settings.semantic_ttl_s
+
+    def _lookup_exact(
+        self, scope_key: str, normalized: str, now: float
+    ) -> LookupOutcome | None:
+        entry_id = self._exact.get((scope_key, normalized))
+        if entry_id is None:
+            return None
+        entry = self._entries[entry_id]
+        age = now - entry.created_at
+        if not self._alive(age, HitLayer.EXACT):
+            return None
+        self._entries.move_to_end(entry_id)
+        return LookupOutcome(
+            hit=True, layer=HitLayer.EXACT, similarity=1.0, entry=entry, age_s=age
+        )
+
+    def _lookup_semantic(
+        self, scope_key: str, vector: Vectors, threshold: float, now: float
+    ) -> LookupOutcome:
+        index = self._partitions.get(scope_key)
+        if index is None:
+            return LookupOutcome(hit=False)
+        for entry_id, score in index.search(vector, self._settings.search_candidates):
+            entry = self._entries.get(entry_id)
+            if entry is None:
+                continue
+            age = now - entry.created_at
+            if not self._alive(age, HitLayer.SEMANTIC):
+                continue
+            # Rounding can put the inner product of unit vectors a hair above 1.
+            similarity = min(score, 1.0)
+            if similarity < threshold:
+                return LookupOutcome(hit=False, similarity=similarity)
+            self._entries.move_to_end(entry_id)
+            return LookupOutcome(
+                hit=True,
+                layer=HitLayer.SEMANTIC,
+                similarity=similarity,
+                entry=entry,
+                age_s=age,
+            )
+        return LookupOutcome(hit=False)
+
+    def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
+        self._entries[entry.entry_id] = entry
+        self._exact[(entry.scope_key, entry.normalized_query)] = entry.entry_id
+        self._by_tenant.setdefault(entry.tenant, set()).add(entry.entry_id)
+        if vector is not None:
+            index = self._partitions.get(entry.scope_key)
+            if index is None:
+                index = VectorIndex(self._embedder.dimension)
+                self._partitions[entry.scope_key] = index
+            index.add([entry.entry_id], vector.reshape(1, -1))
+
+    def _remove(self, entry_id: int) -> int:
+        entry = self._entries.pop(entry_id, None)
+        if entry is None:
+            return 0
+        exact_key = (entry.scope_key, entry.normalized_query)
+        if self._exact.get(exact_key) == entry_id:
+            del self._exact[exact_key]
+        tenant_ids = self._by_tenant[entry.tenant]
+        tenant_ids.discard(entry_id)
+        if not tenant_ids:
+            del self._by_tenant[entry.tenant]
+        self._drop_vector(entry)
+        return 1
+
+    def _drop_vector(self, entry: CacheEntry) -> None:
+        if not entry.in_index:
+            return
+        index = self._partitions[entry.scope_key]
+        index.remove([entry.entry_id])
+        entry.in_index = False
+        if len(index) == 0:
+            del self._partitions[entry.scope_key]
+
+    def _evict_over_capacity(self) -> None:
+        while len(self._entries) > self._settings.max_entries:
+            oldest_id = next(iter(self._entries))
+            self._remove(oldest_id)
+            self._evictions += 1

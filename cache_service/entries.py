@@ -1,0 +1,172 @@
+"""Domain values of the cache (requests, entries, results) and request checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from cache_service.errors import InvalidRequestError
+from cache_service.scope import Scope
+from cache_service.settings import CacheSettings
+
+# Only answers that ended normally are replayed. "length" is cut off by the token
+# limit, "content_filter" is a refusal, and an empty or unknown reason may be a
+# failed call or a partial stream.
+CACHEABLE_FINISH_REASONS = frozenset({"stop"})
+
+
+class HitLayer(Enum):
+    """Layer that served a hit."""
+
+    EXACT = "exact"
+    SEMANTIC = "semantic"
+
+
+@dataclass(frozen=True)
+class LookupQuery:
+    """A request for a stored answer."""
+
+    query: str
+    scope: Scope
+    # Overrides the service threshold for this lookup when set.
+    min_similarity: float | None = None
+
+
+@dataclass(frozen=True)
+class StoreCommand:
+    """A request to store an answer for a query."""
+
+    query: str
+    scope: Scope
+    answer: str
+    finish_reason: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CacheEntry:
+    """One stored answer; ``created_at`` is wall-clock seconds since the epoch."""
+
+    entry_id: int
+    scope_key: str
+    tenant: str
+    normalized_query: str
+    answer: str
+    metadata: Mapping[str, str]
+    created_at: float
+    # False when the query was too long to embed, or its semantic TTL ran out.
+    in_index: bool
+
+
+@dataclass(frozen=True)
+class LookupOutcome:
+    """Result of a lookup; ``similarity`` is also set on a miss with a candidate."""
+
+    hit: bool
+    layer: HitLayer | None = None
+    similarity: float = 0.0
+    entry: CacheEntry | None = None
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """Result of a store; ``reason`` explains why nothing was stored."""
+
+    stored: bool
+    entry_id: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters since start, and current sizes."""
+
+    entries: int
+    index_vectors: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    stores: int
+    evictions: int
+    expirations: int
+
+
+def check_query(query: str, settings: CacheSettings, field_name: str = "query") -> None:
+    """Raise InvalidRequestError when ``query`` is empty or too long."""
+    if not query.strip():
+        raise InvalidRequestError(
+            f"{field_name} must contain non-whitespace text; got an empty or "
+            "whitespace-only string. Send the user's question."
+        )
+    if len(query) > settings.max_query_chars:
+        raise InvalidRequestError(
+            f"{field_name} must be at most {settings.max_query_chars} characters; got "
+            f"{len(query)}. Shorten the query or skip the cache for it."
+        )
+
+
+def check_scope(scope: Scope, field_name: str = "scope") -> None:
+    """Raise InvalidRequestError when the scope has no tenant or a bad parameter."""
+    if not scope.tenant.strip():
+        raise InvalidRequestError(
+            f"{field_name}.tenant is required; got an empty string. Set it to the "
+            "caller's tenant id, so entries are never shared across tenants."
+        )
+    temperature = scope.temperature
+    if temperature is not None and not (
+        math.isfinite(temperature) and temperature >= 0
+    ):
+        raise InvalidRequestError(
+            f"{field_name}.params.temperature must be a finite number >= 0; got "
+            f"{temperature}. Leave it unset when the model default applies."
+        )
+    if scope.max_tokens is not None and scope.max_tokens <= 0:
+        raise InvalidRequestError(
+            f"{field_name}.params.max_tokens must be greater than 0; got "
+            f"{scope.max_tokens}. Leave it unset when the model default applies."
+        )
+
+
+def check_lookup(request: LookupQuery, settings: CacheSettings) -> None:
+    """Raise InvalidRequestError naming the first field of ``request`` that is bad."""
+    check_query(request.query, settings)
+    check_scope(request.scope)
+    threshold = request.min_similarity
+    if threshold is not None and not (0.0 < threshold <= 1.0):
+        raise InvalidRequestError(
+            f"min_similarity must be in (0, 1]; got {threshold}. Leave it unset to use "
+            f"the service threshold {settings.min_cosine_similarity}."
+        )
+
+
+def check_store(request: StoreCommand, settings: CacheSettings) -> None:
+    """Raise InvalidRequestError naming the first field of ``request`` that is bad."""
+    check_query(request.query, settings)
+    check_scope(request.scope)
+    if len(request.answer) > settings.max_answer_chars:
+        raise InvalidRequestError(
+            f"answer must be at most {settings.max_answer_chars} characters; got "
+            f"{len(request.answer)}. Do not cache answers this long."
+        )
+    metadata_chars = sum(len(k) + len(v) for k, v in request.metadata.items())
+    if metadata_chars > settings.max_metadata_chars:
+        raise InvalidRequestError(
+            f"metadata must total at most {settings.max_metadata_chars} characters "
+            f"of keys and values; got {metadata_chars}. Store ids, not documents."
+        )
+
+
+def reason_not_cacheable(request: StoreCommand) -> str | None:
+    """Return why the answer must not be replayed, or None when it may be cached."""
+    if request.finish_reason not in CACHEABLE_FINISH_REASONS:
+        return (
+            f"finish_reason is {request.finish_reason!r}; only answers with "
+            f"finish_reason 'stop' are cached, because others may be cut off, "
+            "refused or failed"
+        )
+    if not request.answer.strip():
+        return "the answer is empty"
+    return None

@@ -1,0 +1,56 @@
+"""Exception tree of the cache service and the gRPC status code of each exception.
+
+Domain modules raise these exceptions; only the servicer turns them into statuses,
+through ``STATUS_CODES``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class CacheError(Exception):
+    """Base class of every error the cache service raises on purpose."""
+
+
+class SettingsError(CacheError):
+    """A setting is missing, has the wrong type or is out of range."""
+
+
+class InvalidRequestError(CacheError):
+    """A request breaks a rule; the message names the field, the rule and the fix."""
+
+
+class NotReadyError(CacheError):
+    """The embedding model or the index is still loading."""
+
+
+class EmbeddingError(CacheError):
+    """The embedding model failed on an input."""
+
+
+class StorageError(CacheError):
+    """The durable entry store failed to read or write."""
+
+
+class IndexVersionError(CacheError):
+    """The stored entries were embedded by a different model or dimension."""
+
+
+STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
+    CacheError: grpc.StatusCode.INTERNAL,
+    SettingsError: grpc.StatusCode.INTERNAL,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    EmbeddingError: grpc.StatusCode.INTERNAL,
+    StorageError: grpc.StatusCode.UNAVAILABLE,
+    IndexVersionError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_code_for(error: CacheError) -> grpc.StatusCode:
+    """Return the status code of the most specific class of ``error`` in the table."""
+    for klass in type(error).__mro__:
+        if klass in STATUS_CODES:
+            return STATUS_CODES[klass]
+    return grpc.StatusCode.INTERNAL

