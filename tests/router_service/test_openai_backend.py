@@ -229,3 +229,48 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after(formatdate(now + 10, usegmt=True), now) == 10.0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.llama
+async def test_real_llama_server_answers(llama_server: str) -> None:
+    settings = model_for_tests(
+        "local",
+        backend="openai",
+        base_url=llama_server,
+        model="smollm2-135m-instruct",
+        timeout_s=120.0,
+    )
+    backend = build_backend(settings)
+    completion = await backend.complete(
+        request(timeout_s=120.0, temperature=0.0, max_tokens=64)
+    )
+    await backend.aclose()
+
+    assert completion.text.strip()
+    assert completion.finish_reason in ("stop", "length")
+    assert completion.input_tokens > 0
+    assert 0 < completion.output_tokens <= 64
+
+
+@pytest.mark.llama
+async def test_real_llama_server_streams(llama_server: str) -> None:
+    settings = model_for_tests(
+        "local",
+        backend="openai",
+        base_url=llama_server,
+        model="smollm2-135m-instruct",
+        timeout_s=120.0,
+    )
+    backend = build_backend(settings)
+    chunks = [
+        chunk
+        async for chunk in backend.stream(
+            request(timeout_s=120.0, temperature=0.0, max_tokens=32)
+        )
+    ]
+    await backend.aclose()
+
+    text_chunks = [c for c in chunks if c.text]
+    assert len(text_chunks) > 1
+    assert chunks[-1].finish_reason in ("stop", "length")
+    assert chunks[-1].output_tokens > 0
