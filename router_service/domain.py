@@ -19,7 +19,7 @@ AUTO_MODEL = "auto"
 
 
 class CacheStatus(enum.StrEnum):
-    """How the cache took part in a request."""
+    """Outcome of the cache step of a request."""
 
     MISS = "miss"
     EXACT_HIT = "exact_hit"
@@ -52,7 +52,7 @@ class CacheHit:
 
 
 class SemanticCache(Protocol):
-    """The cache service as the router sees it.
+    """Interface of the cache service that routing uses.
 
     Both methods raise `CacheUnavailableError` when the service cannot be reached.
     """

@@ -36,7 +36,7 @@ class NotReadyError(RouterError):
 class ModelCallError(RouterError):
     """A model backend call failed.
 
-    `retryable` tells the retry policy whether another attempt may succeed.
+    `retryable` is True when another attempt may succeed.
     `retry_after_s` is the server's Retry-After hint, when it sent one.
     """
 
@@ -71,7 +71,7 @@ class ModelConnectionError(ModelCallError):
 
 
 class ModelHTTPError(ModelCallError):
-    """The model server answered with an HTTP error status."""
+    """The model server returned an HTTP error status."""
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ class ModelHTTPError(ModelCallError):
 
 
 class ModelResponseError(ModelCallError):
-    """The model server answered with a body that is not a valid completion."""
+    """The model server returned a body that is not a valid completion."""
 
 
 class ModelRefusedError(ModelCallError):

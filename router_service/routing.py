@@ -59,7 +59,7 @@ class TierPredictionLike(Protocol):
 
 
 class TierClassifier(Protocol):
-    """What the router needs of `router_service.classifier.ComplexityClassifier`."""
+    """Interface of the complexity classifier (`classifier.ComplexityClassifier`)."""
 
     @property
     def version(self) -> str: ...
@@ -102,7 +102,10 @@ def fallback_chain(settings: RouterSettings, tier: str) -> list[tuple[str, str]]
 
 
 class Router:
-    """Answers `RouteQuery` values; the classifier may be attached after start-up."""
+    """Routing service: turns a `RouteQuery` into a `RouteResult`.
+
+    The classifier may be attached after start-up, once it is loaded.
+    """
 
     def __init__(
         self,
@@ -246,7 +249,8 @@ class Router:
                 continue
             if deadline is not None and self._clock() >= deadline:
                 raise DeadlineExceededError(
-                    "the request deadline passed before a model answered"
+                    "the request deadline passed before a model responded; "
+                    "retry with a longer deadline"
                 )
             try:
                 return await self._call_model(

@@ -35,7 +35,7 @@ CACHE_STATUS_TO_PROTO = {
     CacheStatus.BYPASSED: router_pb2.CACHE_STATUS_BYPASSED,
     CacheStatus.UNAVAILABLE: router_pb2.CACHE_STATUS_UNAVAILABLE,
 }
-# Answer a little before the caller's deadline so the reply can still arrive.
+# Respond a little before the caller's deadline so the reply can still arrive.
 DEADLINE_MARGIN_S = 0.05
 
 

@@ -92,7 +92,7 @@ class OpenAIChatBackend:
 
         Raises:
             ModelTimeoutError, ModelConnectionError: transport failures.
-            ModelHTTPError: the server answered with a status of 400 or more.
+            ModelHTTPError: the server returned a status of 400 or more.
             ModelResponseError: the body is not a valid chat completion.
             ModelRefusedError: the server refused the prompt (content filter).
         """

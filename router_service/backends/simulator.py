@@ -24,7 +24,7 @@ from router_service.settings import ModelSettings
 
 
 class SimulatedBackend:
-    """Answers every request with a fixed-size simulated reply."""
+    """Model backend that returns a fixed-size simulated reply to every request."""
 
     def __init__(self, settings: ModelSettings) -> None:
         self.name = settings.name

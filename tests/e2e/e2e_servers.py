@@ -9,7 +9,7 @@ from router_service.server import RunningServer, create_server
 from router_service.settings import CacheSettings, ModelSettings, RouterSettings
 from router_service.testing import settings_for_tests
 
-# Generous, because other test runs share the two CPU cores with the embedder.
+# Generous, because the first embedding is slow on a busy CPU.
 CACHE_TIMEOUT_S = 10.0
 TIERS = ("simple", "medium", "complex")
 
