@@ -15,9 +15,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
+from router_service.accounting import (
+    ModelAnswer,
+    result_from_answer,
+    result_from_hit,
+)
 from router_service.backends.base import (
     Completion,
     CompletionRequest,
@@ -67,25 +71,6 @@ class TierClassifier(Protocol):
     def predict(self, query: str) -> TierPredictionLike: ...
 
 
-@dataclass(frozen=True)
-class ModelAnswer:
-    """A completion with the model and tier that produced it."""
-
-    completion: Completion
-    model: ModelSettings
-    tier: str
-    failed_input_tokens: int = 0
-    failed_output_tokens: int = 0
-
-
-def cost_usd(model: ModelSettings, input_tokens: int, output_tokens: int) -> float:
-    """Return the list-price cost of a call in USD."""
-    return (
-        input_tokens * model.input_price_per_1k
-        + output_tokens * model.output_price_per_1k
-    ) / 1000.0
-
-
 def fallback_chain(settings: RouterSettings, tier: str) -> list[tuple[str, str]]:
     """List (tier, model name) pairs to try: the tier's models, then higher tiers'.
 
@@ -99,6 +84,14 @@ def fallback_chain(settings: RouterSettings, tier: str) -> list[tuple[str, str]]
                 seen.add(name)
                 chain.append((candidate_tier, name))
     return chain
+
+
+def log_fallback(model: str, tier: str, error: ModelCallError) -> None:
+    """Log that `model` failed and the next model in the chain is tried."""
+    logger.warning(
+        "model_fallback",
+        extra={"model": model, "tier": tier, "error": str(error)},
+    )
 
 
 class Router:
@@ -190,20 +183,72 @@ class Router:
 
         status, hit, tier = await self._lookup_and_classify(query)
         if hit is not None:
-            return self._result_from_hit(query, hit, status, tier, request_id, started)
+            result = result_from_hit(
+                self._settings, hit, status, tier, request_id, self._elapsed_ms(started)
+            )
+            return await self._record(query, result)
 
         try:
             answer = await self._call_chain(query, tier, deadline)
         except NoModelAvailableError:
-            degraded = await self._degraded_lookup(query, status)
+            degraded = await self._degraded_result(
+                query, status, tier, request_id, started
+            )
             if degraded is None:
                 raise
-            return self._result_from_hit(
-                query, degraded, status, tier, request_id, started, degraded=True
-            )
+            return await self._record(query, degraded)
 
         entry_id = await self._store(query, status, answer, request_id)
-        return self._result_from_answer(answer, status, entry_id, request_id, started)
+        result = result_from_answer(
+            self._settings,
+            answer,
+            status,
+            entry_id,
+            request_id,
+            self._elapsed_ms(started),
+        )
+        return await self._record(query, result)
+
+    async def _record(self, query: RouteQuery, result: RouteResult) -> RouteResult:
+        """Account for a finished request and return its result unchanged."""
+        logger.debug(
+            "route_decided",
+            extra={
+                "request_id": result.request_id,
+                "tier": result.tier,
+                "model": result.model,
+                "cache_status": str(result.cache_status),
+            },
+        )
+        return result
+
+    async def _degraded_result(
+        self,
+        query: RouteQuery,
+        status: CacheStatus,
+        tier: str,
+        request_id: str,
+        started: float,
+    ) -> RouteResult | None:
+        """Look for a cached answer at the degraded similarity bound."""
+        hit = await self._degraded_lookup(query, status)
+        if hit is None:
+            return None
+        logger.warning(
+            "degraded_answer", extra={"request_id": request_id, "tier": tier}
+        )
+        return result_from_hit(
+            self._settings,
+            hit,
+            status,
+            tier,
+            request_id,
+            self._elapsed_ms(started),
+            degraded=True,
+        )
+
+    def _elapsed_ms(self, started: float) -> float:
+        return (self._clock() - started) * 1000.0
 
     async def _lookup_and_classify(
         self, query: RouteQuery
@@ -235,23 +280,44 @@ class Router:
         )
         return status, hit, tier
 
+    def _fitting_chain(
+        self, query: RouteQuery, tier: str
+    ) -> list[tuple[str, ModelSettings]]:
+        """List the fallback chain's models whose context window fits the prompt.
+
+        Raises:
+            PromptTooLargeError: no model in the chain fits.
+        """
+        prompt_tokens = estimate_prompt_tokens(query.messages())
+        chain = [
+            (candidate_tier, self._settings.models[name])
+            for candidate_tier, name in fallback_chain(self._settings, tier)
+        ]
+        fitting = [(t, m) for t, m in chain if prompt_tokens <= m.context_window]
+        if not fitting:
+            windows = ", ".join(f"{m.name} ({m.context_window})" for _, m in chain)
+            raise PromptTooLargeError(
+                "query",
+                f"the prompt is about {prompt_tokens} tokens, more than the context "
+                f"window of every candidate model: {windows}",
+                "Shorten the query, system prompt or conversation.",
+            )
+        return fitting
+
+    def _check_deadline(self, deadline: float | None) -> None:
+        if deadline is not None and self._clock() >= deadline:
+            raise DeadlineExceededError(
+                "the request deadline passed before a model responded; "
+                "retry with a longer deadline"
+            )
+
     async def _call_chain(
         self, query: RouteQuery, tier: str, deadline: float | None
     ) -> ModelAnswer:
         messages = query.messages()
-        prompt_tokens = estimate_prompt_tokens(messages)
         failures: list[str] = []
-        too_large: list[str] = []
-        for candidate_tier, name in fallback_chain(self._settings, tier):
-            model = self._settings.models[name]
-            if prompt_tokens > model.context_window:
-                too_large.append(f"{name} ({model.context_window})")
-                continue
-            if deadline is not None and self._clock() >= deadline:
-                raise DeadlineExceededError(
-                    "the request deadline passed before a model responded; "
-                    "retry with a longer deadline"
-                )
+        for candidate_tier, model in self._fitting_chain(query, tier):
+            self._check_deadline(deadline)
             try:
                 return await self._call_model(
                     model, candidate_tier, query, messages, deadline
@@ -259,20 +325,10 @@ class Router:
             except ModelRefusedError:
                 raise
             except ModelCallError as error:
-                failures.append(f"{name}: {type(error).__name__}")
-                logger.warning(
-                    "model_fallback",
-                    extra={"model": name, "tier": candidate_tier, "error": str(error)},
-                )
-        if too_large and not failures:
-            raise PromptTooLargeError(
-                "query",
-                f"the prompt is about {prompt_tokens} tokens, more than the context "
-                f"window of every candidate model: {', '.join(too_large)}",
-                "Shorten the query, system prompt or conversation.",
-            )
+                failures.append(f"{model.name}: {type(error).__name__}")
+                log_fallback(model.name, candidate_tier, error)
         raise NoModelAvailableError(
-            "every model failed: " + "; ".join(failures + too_large) + ". Retry later."
+            "every model failed: " + "; ".join(failures) + ". Retry later."
         )
 
     async def _call_model(
@@ -355,83 +411,3 @@ class Router:
             )
         except CacheUnavailableError:
             return None
-
-    def _baseline(self, input_tokens: int, output_tokens: int) -> float:
-        return cost_usd(
-            self._settings.primary_model("complex"), input_tokens, output_tokens
-        )
-
-    def _result_from_hit(
-        self,
-        query: RouteQuery,
-        hit: CacheHit,
-        status: CacheStatus,
-        tier: str,
-        request_id: str,
-        started: float,
-        *,
-        degraded: bool = False,
-    ) -> RouteResult:
-        metadata = hit.metadata
-        stored_tier = metadata.get("tier", tier)
-        if degraded:
-            status = (
-                CacheStatus.EXACT_HIT
-                if hit.layer == "exact"
-                else CacheStatus.SEMANTIC_HIT
-            )
-        return RouteResult(
-            answer=hit.answer,
-            tier=stored_tier if stored_tier in TIERS else tier,
-            model=metadata.get("model", ""),
-            cache_status=status,
-            similarity=hit.similarity,
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-            baseline_cost_usd=self._baseline(
-                _int_metadata(metadata, "input_tokens"),
-                _int_metadata(metadata, "output_tokens"),
-            ),
-            latency_ms=(self._clock() - started) * 1000.0,
-            request_id=request_id,
-            finish_reason="stop",
-            cache_entry_id=hit.entry_id,
-            degraded=degraded,
-        )
-
-    def _result_from_answer(
-        self,
-        answer: ModelAnswer,
-        status: CacheStatus,
-        entry_id: str,
-        request_id: str,
-        started: float,
-    ) -> RouteResult:
-        completion = answer.completion
-        billed_input = completion.input_tokens + answer.failed_input_tokens
-        billed_output = completion.output_tokens + answer.failed_output_tokens
-        return RouteResult(
-            answer=completion.text,
-            tier=answer.tier,
-            model=answer.model.name,
-            cache_status=status,
-            similarity=0.0,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=cost_usd(answer.model, billed_input, billed_output),
-            baseline_cost_usd=self._baseline(
-                completion.input_tokens, completion.output_tokens
-            ),
-            latency_ms=(self._clock() - started) * 1000.0,
-            request_id=request_id,
-            finish_reason=completion.finish_reason,
-            cache_entry_id=entry_id,
-        )
-
-
-def _int_metadata(metadata: Mapping[str, str], key: str) -> int:
-    try:
-        return max(0, int(metadata.get(key, "0")))
-    except ValueError:
-        return 0

@@ -21,9 +21,10 @@ from querygate.router.v1 import router_pb2, router_pb2_grpc
 from router_service.backends import ModelBackend, build_backend
 from router_service.cache_client import CacheClient
 from router_service.domain import SemanticCache
-from router_service.routing import Router, TierClassifier
+from router_service.routing import TierClassifier
 from router_service.servicer import RouterServicer
 from router_service.settings import RouterSettings
+from router_service.streaming import StreamingRouter
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
-    router: Router
+    router: StreamingRouter
     health: health.aio.HealthServicer
     backends: Mapping[str, ModelBackend]
     cache_client: CacheClient | None
@@ -118,7 +119,7 @@ async def create_server(
     if cache is None:
         cache_client = CacheClient(settings.cache.target, settings.cache.timeout_s)
         cache = cache_client
-    router = Router(settings, backends, cache)
+    router = StreamingRouter(settings, backends, cache)
 
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)

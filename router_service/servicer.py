@@ -17,7 +17,7 @@ from querygate.router.v1 import router_pb2, router_pb2_grpc
 from router_service.backends.base import ChatMessage
 from router_service.domain import CacheStatus, RouteQuery, RouteResult
 from router_service.errors import RateLimitedError, RouterError, grpc_status_for
-from router_service.routing import Router
+from router_service.streaming import StreamingRouter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,10 +100,42 @@ def _rate_limited_status(error: RateLimitedError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def _failure_status(
+    method: str, error: Exception
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
+    """Return the code, details and trailing metadata to abort with for `error`.
+
+    An error outside the domain tree becomes INTERNAL with a short id, and its
+    traceback is logged once with that id.
+    """
+    if isinstance(error, RateLimitedError):
+        status = _rate_limited_status(error)
+        return status.code, status.details, status.trailing_metadata
+    if isinstance(error, RouterError):
+        return grpc_status_for(error), str(error), ()
+    error_id = uuid.uuid4().hex[:8]
+    logger.exception("rpc_failed", extra={"method": method, "error_id": error_id})
+    return grpc.StatusCode.INTERNAL, f"internal error, id {error_id}", ()
+
+
+def _log_completed(
+    method: str, code: grpc.StatusCode, started: float, fields: dict[str, object]
+) -> None:
+    logger.info(
+        "rpc_completed",
+        extra={
+            "method": method,
+            "code": code.name,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            **fields,
+        },
+    )
+
+
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Exposes `Router` over gRPC and maps domain errors through the error table."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: StreamingRouter) -> None:
         self._router = router
 
     async def _handle(
@@ -120,30 +152,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             result = await call()
             fields = log_fields(result)
             return result
-        except RateLimitedError as error:
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED
-            status = _rate_limited_status(error)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except RouterError as error:
-            code = grpc_status_for(error)
-            await context.abort(code, str(error))
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            error_id = uuid.uuid4().hex[:8]
-            logger.exception(
-                "rpc_failed", extra={"method": method, "error_id": error_id}
-            )
-            await context.abort(code, f"internal error, id {error_id}")
+        except Exception as error:
+            code, details, metadata = _failure_status(method, error)
+            await context.abort(code, details, metadata)
         finally:
-            logger.info(
-                "rpc_completed",
-                extra={
-                    "method": method,
-                    "code": code.name,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                    **fields,
-                },
-            )
+            _log_completed(method, code, started, fields)
         raise AssertionError("unreachable: context.abort raises")
 
     async def Route(
@@ -180,8 +193,24 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def RouteStream(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.RouteStreamEvent]:
-        raise NotImplementedError
-        yield  # pragma: no cover
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        fields: dict[str, object] = {}
+        try:
+            query = query_from_proto(request)
+            events = self._router.route_stream(query, _deadline(context))
+            async for event in events:
+                if isinstance(event, str):
+                    yield router_pb2.RouteStreamEvent(delta=event)
+                else:
+                    summary = result_to_proto(event)
+                    fields = _route_log_fields(summary)
+                    yield router_pb2.RouteStreamEvent(summary=summary)
+        except Exception as error:
+            code, details, metadata = _failure_status("RouteStream", error)
+            await context.abort(code, details, metadata)
+        finally:
+            _log_completed("RouteStream", code, started, fields)
 
 
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:

@@ -59,3 +59,26 @@ async def test_local_model_answers_then_cache_hits(
     assert miss.finish_reason == "stop"
     assert hit.cache_status == router_pb2.CACHE_STATUS_EXACT_HIT
     assert hit.answer == miss.answer
+
+
+async def test_local_model_streams_then_cache_hits(
+    llama_stub: router_pb2_grpc.RouterServiceStub,
+) -> None:
+    request = router_pb2.RouteRequest(
+        query="Name one primary colour.",
+        tenant="acme",
+        temperature=0.0,
+        max_tokens=256,
+    )
+    streamed = [event async for event in llama_stub.RouteStream(request, timeout=180)]
+    hit = await llama_stub.Route(request, timeout=180)
+
+    deltas = [event.delta for event in streamed[:-1]]
+    summary = streamed[-1].summary
+    assert len(deltas) > 1
+    assert "".join(deltas) == summary.answer
+    assert summary.cache_status == router_pb2.CACHE_STATUS_MISS
+    assert summary.finish_reason == "stop"
+    assert summary.usage.output_tokens > 0
+    assert hit.cache_status == router_pb2.CACHE_STATUS_EXACT_HIT
+    assert hit.answer == summary.answer

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from router_service.accounting import cost_usd
 from router_service.backends import SimulatedBackend, build_backend
 from router_service.domain import CacheStatus, RouteQuery
 from router_service.errors import (
@@ -14,7 +15,7 @@ from router_service.errors import (
     NotReadyError,
     PromptTooLargeError,
 )
-from router_service.routing import Router, cost_usd, fallback_chain
+from router_service.routing import Router, fallback_chain
 from router_service.settings import RouterSettings
 from router_service.testing import (
     TEST_PRICES,
