@@ -29,6 +29,7 @@ from cache_service.entries import (
     reason_not_cacheable,
 )
 from cache_service.normalize import normalize_query
+from cache_service.persistence import EntryStore
 from cache_service.scope import Scope
 from cache_service.settings import CacheSettings
 from cache_service.vector_index import VectorIndex
@@ -51,10 +52,12 @@ class SemanticCache:
         settings: CacheSettings,
         embedder: Embedder,
         clock: Callable[[], float] = time.time,
+        entry_store: EntryStore | None = None,
     ) -> None:
         self._settings = settings
         self._embedder = embedder
         self._clock = clock
+        self._entry_store = entry_store
         self._lock = threading.Lock()
         # Least recently used first; a hit or a store moves an entry to the end.
         self._entries: OrderedDict[int, CacheEntry] = OrderedDict()
@@ -62,12 +65,15 @@ class SemanticCache:
         self._partitions: dict[str, VectorIndex] = {}
         self._by_tenant: dict[str, set[int]] = {}
         self._next_id = 1
+        self._memory_bytes = 0
         self._exact_hits = 0
         self._semantic_hits = 0
         self._misses = 0
         self._stores = 0
         self._evictions = 0
         self._expirations = 0
+        if entry_store is not None:
+            self._load(entry_store)
 
     @property
     def embedder(self) -> Embedder:
@@ -132,8 +138,6 @@ class SemanticCache:
         normalized = normalize_query(request.query)
         with self._lock:
             previous = self._exact.get((scope_key, normalized))
-            if previous is not None:
-                self._remove(previous)
             entry = CacheEntry(
                 entry_id=self._next_id,
                 scope_key=scope_key,
@@ -144,16 +148,24 @@ class SemanticCache:
                 created_at=self._clock(),
                 in_index=vector is not None,
             )
+            replaced = [] if previous is None else [previous]
+            evicted = self._eviction_candidates(entry, replaced)
+
+            # Write the database first, so a failed write leaves memory unchanged.
+            if self._entry_store is not None:
+                self._entry_store.write((entry, vector), delete=replaced + evicted)
             self._next_id += 1
+            for entry_id in replaced + evicted:
+                self._forget(entry_id)
             self._insert(entry, vector)
             self._stores += 1
-            self._evict_over_capacity()
+            self._evictions += len(evicted)
         return StoreOutcome(stored=True, entry_id=entry.entry_id)
 
     def invalidate_entry(self, entry_id: int) -> int:
         """Remove one entry by id; return 1 if it existed, else 0."""
         with self._lock:
-            return self._remove(entry_id)
+            return self._delete([entry_id])
 
     def invalidate_tenant(self, tenant: str) -> int:
         """Remove every entry of ``tenant`` and return how many were removed.
@@ -163,8 +175,7 @@ class SemanticCache:
         """
         check_scope(Scope(tenant=tenant), field_name="invalidate")
         with self._lock:
-            ids = list(self._by_tenant.get(tenant, ()))
-            return sum(self._remove(entry_id) for entry_id in ids)
+            return self._delete(list(self._by_tenant.get(tenant, ())))
 
     def invalidate_query(self, query: str, scope: Scope) -> int:
         """Remove the entry stored for this scope and normalized query text.
@@ -177,7 +188,7 @@ class SemanticCache:
         key = (scope.key(), normalize_query(query))
         with self._lock:
             entry_id = self._exact.get(key)
-            return 0 if entry_id is None else self._remove(entry_id)
+            return 0 if entry_id is None else self._delete([entry_id])
 
     def sweep_expired(self) -> int:
         """Remove entries past both TTLs and vectors past the semantic TTL.
@@ -185,16 +196,15 @@ class SemanticCache:
         Returns the number of entries removed. Scans every entry under the lock.
         """
         now = self._clock()
-        removed = 0
         with self._lock:
-            for entry in list(self._entries.values()):
+            expired = []
+            for entry in self._entries.values():
                 age = now - entry.created_at
-                if not self._alive(age, HitLayer.EXACT) and not self._alive(
-                    age, HitLayer.SEMANTIC
-                ):
-                    removed += self._remove(entry.entry_id)
+                if self._expired(age):
+                    expired.append(entry.entry_id)
                 elif entry.in_index and not self._alive(age, HitLayer.SEMANTIC):
                     self._drop_vector(entry)
+            removed = self._delete(expired)
             self._expirations += removed
         if removed:
             logger.info("cache_swept", extra={"expired_entries": removed})
@@ -214,8 +224,46 @@ class SemanticCache:
                 expirations=self._expirations,
             )
 
+    def consistency_problems(self) -> list[str]:
+        """List every mismatch between the entries, exact keys, tenants and index.
+
+        An empty list means each vector belongs to a live entry of its own scope,
+        and each entry is reachable by its exact key and tenant.
+        """
+        problems: list[str] = []
+        with self._lock:
+            indexed: set[int] = set()
+            for scope_key, index in self._partitions.items():
+                for entry_id in index.ids():
+                    entry = self._entries.get(entry_id)
+                    if entry is None or entry.scope_key != scope_key:
+                        problems.append(f"vector {entry_id} has no entry in its scope")
+                    indexed.add(entry_id)
+            for entry_id, entry in self._entries.items():
+                if entry.in_index != (entry_id in indexed):
+                    problems.append(f"entry {entry_id} in_index flag is wrong")
+                key = (entry.scope_key, entry.normalized_query)
+                if self._exact.get(key) != entry_id:
+                    problems.append(f"entry {entry_id} is not its exact key's entry")
+                if entry_id not in self._by_tenant.get(entry.tenant, set()):
+                    problems.append(f"entry {entry_id} is missing from its tenant")
+            if len(self._exact) != len(self._entries):
+                problems.append("exact keys and entries differ in number")
+        return problems
+
+    def close(self) -> None:
+        """Close the durable store; the cache must not be used afterwards."""
+        with self._lock:
+            if self._entry_store is not None:
+                self._entry_store.close()
+
     def _fits_token_window(self, query: str) -> bool:
         return self._embedder.token_count(query) <= self._embedder.max_tokens
+
+    def _expired(self, age_s: float) -> bool:
+        return not self._alive(age_s, HitLayer.EXACT) and not self._alive(
+            age_s, HitLayer.SEMANTIC
+        )
 
     def _alive(self, age_s: float, layer: HitLayer) -> bool:
         if layer is HitLayer.EXACT:
@@ -264,7 +312,59 @@ class SemanticCache:
             )
         return LookupOutcome(hit=False)
 
+    def _load(self, entry_store: EntryStore) -> None:
+        """Fill memory and the index from ``entry_store``, dropping expired entries."""
+        now = self._clock()
+        expired = []
+        for entry, vector in entry_store.load():
+            age = now - entry.created_at
+            if self._expired(age):
+                expired.append(entry.entry_id)
+                continue
+            if not self._alive(age, HitLayer.SEMANTIC):
+                vector = None
+                entry.in_index = False
+            self._insert(entry, vector)
+        entry_store.write(None, delete=expired)
+        self._next_id = entry_store.next_id()
+
+        # A smaller max_entries than in the last run applies at once.
+        evicted = self._eviction_candidates(None, [])
+        self._delete(evicted)
+        logger.info(
+            "entries_loaded",
+            extra={
+                "entries": len(self._entries),
+                "expired": len(expired),
+                "evicted": len(evicted),
+            },
+        )
+
+    def _eviction_candidates(
+        self, incoming: CacheEntry | None, leaving: list[int]
+    ) -> list[int]:
+        """Return the least recently used ids to evict so ``incoming`` fits."""
+        count = len(self._entries) - len(leaving)
+        size = self._memory_bytes - sum(
+            self._entry_bytes(self._entries[entry_id]) for entry_id in leaving
+        )
+        if incoming is not None:
+            count += 1
+            size += self._entry_bytes(incoming)
+        max_bytes = self._settings.max_memory_mb * 1024 * 1024
+        evicted: list[int] = []
+        for entry_id, entry in self._entries.items():
+            if count <= self._settings.max_entries and size <= max_bytes:
+                break
+            if entry_id in leaving:
+                continue
+            evicted.append(entry_id)
+            count -= 1
+            size -= self._entry_bytes(entry)
+        return evicted
+
     def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
+        self._memory_bytes += self._entry_bytes(entry)
         self._entries[entry.entry_id] = entry
         self._exact[(entry.scope_key, entry.normalized_query)] = entry.entry_id
         self._by_tenant.setdefault(entry.tenant, set()).add(entry.entry_id)
@@ -275,10 +375,21 @@ class SemanticCache:
                 self._partitions[entry.scope_key] = index
             index.add([entry.entry_id], vector.reshape(1, -1))
 
-    def _remove(self, entry_id: int) -> int:
-        entry = self._entries.pop(entry_id, None)
-        if entry is None:
+    def _delete(self, entry_ids: list[int]) -> int:
+        """Remove entries from the database, then from memory; count those found."""
+        present = [entry_id for entry_id in entry_ids if entry_id in self._entries]
+        if not present:
             return 0
+        if self._entry_store is not None:
+            self._entry_store.write(None, delete=present)
+        for entry_id in present:
+            self._forget(entry_id)
+        return len(present)
+
+    def _forget(self, entry_id: int) -> None:
+        """Remove an entry from memory and the index, but not from the database."""
+        entry = self._entries.pop(entry_id)
+        self._memory_bytes -= self._entry_bytes(entry)
         exact_key = (entry.scope_key, entry.normalized_query)
         if self._exact.get(exact_key) == entry_id:
             del self._exact[exact_key]
@@ -287,7 +398,6 @@ class SemanticCache:
         if not tenant_ids:
             del self._by_tenant[entry.tenant]
         self._drop_vector(entry)
-        return 1
 
     def _drop_vector(self, entry: CacheEntry) -> None:
         if not entry.in_index:
@@ -298,8 +408,13 @@ class SemanticCache:
         if len(index) == 0:
             del self._partitions[entry.scope_key]
 
-    def _evict_over_capacity(self) -> None:
-        while len(self._entries) > self._settings.max_entries:
-            oldest_id = next(iter(self._entries))
-            self._remove(oldest_id)
-            self._evictions += 1
+    def _entry_bytes(self, entry: CacheEntry) -> int:
+        """Estimate the memory of an entry: text as UTF-8, vector, fixed overhead.
+
+        NOTE: an estimate, not a measurement. CPython may store text in up to four
+        bytes per character, and dict and object overheads vary.
+        """
+        text = entry.answer + entry.normalized_query + entry.scope_key
+        metadata = sum(len(k) + len(v) for k, v in entry.metadata.items())
+        vector = 4 * self._embedder.dimension
+        return len(text.encode("utf-8")) + metadata + vector + 512

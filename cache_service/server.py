@@ -16,6 +16,7 @@ from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.cache import SemanticCache
 from cache_service.embedding import Embedder, SentenceTransformerEmbedder
+from cache_service.persistence import SqliteEntryStore
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
 
@@ -61,6 +62,8 @@ class RunningServer:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.cache is not None:
+            self.cache.close()
         logger.info("server_stopped", extra={"port": self.port})
 
 
@@ -126,7 +129,15 @@ def _load_cache(
     clock: Callable[[], float],
 ) -> None:
     try:
-        cache = SemanticCache(running.settings, load_embedder(), clock=clock)
+        embedder = load_embedder()
+        entry_store = None
+        if running.settings.data_dir is not None:
+            entry_store = SqliteEntryStore.open(
+                running.settings.data_dir, embedder.model_name, embedder.dimension
+            )
+        cache = SemanticCache(
+            running.settings, embedder, clock=clock, entry_store=entry_store
+        )
     except Exception as error:
         running.load_error = error
         logger.exception("cache_load_failed")

@@ -45,6 +45,10 @@ class CacheSettings:
     max_answer_chars: int = 200_000
     max_metadata_chars: int = 4_000
     max_entries: int = 100_000
+    # Estimated from text sizes; see SemanticCache for what the estimate counts.
+    max_memory_mb: float = 1024.0
+    # SQLite database folder; None keeps entries in memory only (tests).
+    data_dir: Path | None = Path("var/cache")
     # Nearest neighbours read per semantic lookup; more than one so that an
     # expired best match does not hide a valid second one.
     search_candidates: int = 8
@@ -170,6 +174,7 @@ def _check_positive(settings: CacheSettings) -> None:
         "max_answer_chars",
         "max_metadata_chars",
         "max_entries",
+        "max_memory_mb",
         "search_candidates",
         "sweep_interval_s",
         "max_workers",

@@ -91,8 +91,11 @@ class ManualClock:
 
 
 def settings_for_tests(**overrides: Any) -> CacheSettings:
-    """Return settings for a test server on 127.0.0.1, port 0, with ``overrides``."""
-    return replace(CacheSettings(address="127.0.0.1:0"), **overrides)
+    """Return settings for a test server on 127.0.0.1, port 0, with ``overrides``.
+
+    Entries stay in memory unless ``data_dir`` is among the overrides.
+    """
+    return replace(CacheSettings(address="127.0.0.1:0", data_dir=None), **overrides)
 
 
 @contextmanager

@@ -56,6 +56,10 @@ class VectorIndex:
             return False
         return True
 
+    def ids(self) -> set[int]:
+        """Return the ids of every stored vector."""
+        return {int(entry_id) for entry_id in faiss.vector_to_array(self._index.id_map)}
+
     def remove(self, ids: Iterable[int]) -> int:
         """Remove the vectors stored under ``ids`` and return how many were found."""
         id_array = np.fromiter(ids, dtype=np.int64)

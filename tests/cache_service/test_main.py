@@ -52,7 +52,9 @@ def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "cache_service", "--port-file", str(port_file)],
         env=_environment(
-            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0", QUERYGATE_LOG_FORMAT="json"
+            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0",
+            QUERYGATE_CACHE_DATA_DIR=str(tmp_path / "data"),
+            QUERYGATE_LOG_FORMAT="json",
         ),
         stderr=subprocess.PIPE,
     )
@@ -91,10 +93,74 @@ def test_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "Shakespeare" not in log
 
 
+def _start_service(
+    port_file: Path, data_dir: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cache_service", "--port-file", str(port_file)],
+        env=_environment(
+            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0",
+            QUERYGATE_CACHE_DATA_DIR=str(data_dir),
+        ),
+        stderr=subprocess.DEVNULL,
+    )
+    return process, _wait_for_port(port_file, process)
+
+
+def test_acknowledged_stores_survive_kill_9(tmp_path: Path) -> None:
+    scope = cache_pb2.Scope(tenant="acme", model="auto")
+    questions = [f"What is the population of city number {n}?" for n in range(20)]
+    process, port = _start_service(tmp_path / "first.port", tmp_path / "data")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _wait_until_serving(channel)
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            entry_ids = []
+            for number, question in enumerate(questions):
+                response = stub.Store(
+                    cache_pb2.StoreRequest(
+                        query=question,
+                        scope=scope,
+                        answer=f"answer {number}",
+                        finish_reason="stop",
+                    )
+                )
+                assert response.stored
+                entry_ids.append(response.entry_id)
+            before = stub.Stats(cache_pb2.StatsRequest())
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+    process, port = _start_service(tmp_path / "second.port", tmp_path / "data")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _wait_until_serving(channel)
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            after = stub.Stats(cache_pb2.StatsRequest())
+            found = [
+                stub.Lookup(cache_pb2.LookupRequest(query=question, scope=scope))
+                for question in questions
+            ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+    assert after.entries == before.entries == len(questions)
+    assert after.index_vectors == before.index_vectors
+    assert [response.entry_id for response in found] == entry_ids
+    assert [response.answer for response in found] == [
+        f"answer {number}" for number in range(len(questions))
+    ]
+
+
 def test_invalid_setting_exits_with_message(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "cache_service"],
-        env=_environment(QUERYGATE_CACHE_MIN_COSINE_SIMILARITY="1.5"),
+        env=_environment(
+            QUERYGATE_CACHE_MIN_COSINE_SIMILARITY="1.5",
+            QUERYGATE_CACHE_DATA_DIR=str(tmp_path / "data"),
+        ),
         capture_output=True,
         timeout=60,
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,8 +17,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.embedding import Embedder, SentenceTransformerEmbedder
+from cache_service.errors import IndexVersionError
 from cache_service.server import SERVICE_NAME, RunningServer, create_server
-from cache_service.testing import FakeEmbedder, settings_for_tests
+from cache_service.testing import (
+    FakeEmbedder,
+    ManualClock,
+    settings_for_tests,
+    start_cache_server,
+)
 
 ACME = cache_pb2.Scope(tenant="acme", model="auto")
 GLOBEX = cache_pb2.Scope(tenant="globex", model="auto")
@@ -350,3 +358,79 @@ def test_port_zero_binds_distinct_ports(
     finally:
         first.stop(grace_s=1)
         second.stop(grace_s=1)
+
+
+def test_background_sweep_removes_expired_entries() -> None:
+    clock = ManualClock()
+    settings = settings_for_tests(sweep_interval_s=0.05)
+    with (
+        start_cache_server(FakeEmbedder(), settings, clock=clock) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
+        _store(stub, "question", "answer")
+        clock.advance(3601)
+
+        # Wait for the sweeper thread; the bound only prevents a hang.
+        deadline = time.monotonic() + 30
+        stats = stub.Stats(cache_pb2.StatsRequest())
+        while stats.expirations == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stats = stub.Stats(cache_pb2.StatsRequest())
+
+    assert stats.expirations == 1
+    assert stats.entries == 0
+    assert stats.index_vectors == 0
+
+
+def test_database_of_other_model_is_rejected(tmp_path: Path) -> None:
+    settings = settings_for_tests(data_dir=tmp_path)
+    with (
+        start_cache_server(FakeEmbedder(dimension=32), settings) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        _store(cache_pb2_grpc.CacheServiceStub(channel), "question", "answer")
+
+    running = create_server(settings, FakeEmbedder(dimension=64))
+    try:
+        with pytest.raises(RuntimeError, match="failed to load") as raised:
+            running.wait_until_serving(timeout_s=30)
+        assert isinstance(raised.value.__cause__, IndexVersionError)
+        assert "Delete or move" in str(raised.value.__cause__)
+        with grpc.insecure_channel(running.target) as channel:
+            assert _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        running.stop(grace_s=1)
+
+
+def test_follow_up_never_hits_other_conversation(
+    stub: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    rust = cache_pb2.Scope(
+        tenant="acme",
+        model="auto",
+        conversation=[
+            cache_pb2.ChatMessage(role="user", content="How do I read a file in Rust?"),
+            cache_pb2.ChatMessage(role="assistant", content="Use std::fs::read."),
+        ],
+    )
+    go = cache_pb2.Scope(
+        tenant="acme",
+        model="auto",
+        conversation=[
+            cache_pb2.ChatMessage(role="user", content="How do I read a file in Go?"),
+            cache_pb2.ChatMessage(role="assistant", content="Use os.ReadFile."),
+        ],
+    )
+    _store(stub, "And how do I write one?", "Use std::fs::write.", scope=rust)
+
+    same = stub.Lookup(
+        cache_pb2.LookupRequest(query="and how do I write one", scope=rust)
+    )
+    other = stub.Lookup(
+        cache_pb2.LookupRequest(query="And how do I write one?", scope=go)
+    )
+
+    assert same.answer == "Use std::fs::write."
+    assert not other.hit
+    assert other.answer == ""

@@ -1,0 +1,198 @@
+"""Durable storage of cache entries and their vectors in SQLite (WAL mode).
+
+Vectors are stored with the entries, so a restart rebuilds the FAISS index from
+the database without embedding again. The database records the embedding model and
+dimension, and opening it with another model raises IndexVersionError. Not
+thread-safe: the cache calls it under its own lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from cache_service.embedding import Vectors
+from cache_service.entries import CacheEntry
+from cache_service.errors import IndexVersionError, StorageError
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "entries.sqlite3"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    entry_id INTEGER PRIMARY KEY,
+    scope_key TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    normalized_query TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    vector BLOB
+);
+"""
+
+
+class EntryStore(Protocol):
+    """Where the cache persists entries; every call is one atomic write."""
+
+    def load(self) -> Iterator[tuple[CacheEntry, Vectors | None]]:
+        """Yield every stored entry with its vector, oldest first."""
+        ...
+
+    def next_id(self) -> int:
+        """Return the smallest entry id that was never used."""
+        ...
+
+    def write(
+        self,
+        insert: tuple[CacheEntry, Vectors | None] | None,
+        delete: Sequence[int],
+    ) -> None:
+        """Delete ``delete`` and add ``insert`` in one transaction.
+
+        Raises:
+            StorageError: the write failed; nothing was changed.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the database."""
+        ...
+
+
+class SqliteEntryStore:
+    """Entries in ``<data_dir>/entries.sqlite3``, one transaction per write.
+
+    WAL mode with ``synchronous=NORMAL``: a committed write survives a crash or
+    ``kill -9`` of the process. NOTE: after an operating-system crash or power
+    loss, the last few commits can be lost, because WAL syncs only at checkpoints.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._connection = connection
+        self._path = path
+
+    @classmethod
+    def open(cls, data_dir: Path, model_name: str, dimension: int) -> SqliteEntryStore:
+        """Open or create the database for this embedding model and dimension.
+
+        Raises:
+            IndexVersionError: the stored entries come from another model or
+                dimension.
+            StorageError: the folder or database cannot be opened.
+        """
+        path = data_dir / DATABASE_NAME
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            # The cache's lock serializes all use, so any thread may call in.
+            connection = sqlite3.connect(path, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise StorageError(
+                f"cannot open the cache database {path}: {error}"
+            ) from error
+        store = cls(connection, path)
+        store._check_manifest(model_name, dimension)
+        return store
+
+    def _check_manifest(self, model_name: str, dimension: int) -> None:
+        expected = {
+            "schema_version": SCHEMA_VERSION,
+            "embedding_model": model_name,
+            "embedding_dimension": str(dimension),
+        }
+        stored = dict(self._connection.execute("SELECT key, value FROM manifest"))
+        if not stored:
+            with self._connection:
+                self._connection.executemany(
+                    "INSERT INTO manifest (key, value) VALUES (?, ?)",
+                    [*expected.items(), ("next_id", "1")],
+                )
+            return
+        found = {key: stored.get(key) for key in expected}
+        if found != expected:
+            self._connection.close()
+            raise IndexVersionError(
+                f"the cache database {self._path} was built with {found}, but this "
+                f"service runs {expected}. Delete or move {self._path.parent} to "
+                "start with an empty cache, or start the service with the old model."
+            )
+
+    def load(self) -> Iterator[tuple[CacheEntry, Vectors | None]]:
+        rows = self._connection.execute(
+            "SELECT entry_id, scope_key, tenant, normalized_query, answer, metadata,"
+            " created_at, vector FROM entries ORDER BY created_at, entry_id"
+        )
+        for row in rows:
+            vector = None if row[7] is None else np.frombuffer(row[7], dtype="<f4")
+            entry = CacheEntry(
+                entry_id=row[0],
+                scope_key=row[1],
+                tenant=row[2],
+                normalized_query=row[3],
+                answer=row[4],
+                metadata=json.loads(row[5]),
+                created_at=row[6],
+                in_index=vector is not None,
+            )
+            yield entry, vector
+
+    def next_id(self) -> int:
+        (manifest_next,) = self._connection.execute(
+            "SELECT value FROM manifest WHERE key = 'next_id'"
+        ).fetchone()
+        (max_id,) = self._connection.execute(
+            "SELECT COALESCE(MAX(entry_id), 0) FROM entries"
+        ).fetchone()
+        return max(int(manifest_next), int(max_id) + 1)
+
+    def write(
+        self,
+        insert: tuple[CacheEntry, Vectors | None] | None,
+        delete: Sequence[int],
+    ) -> None:
+        try:
+            with self._connection:
+                self._connection.executemany(
+                    "DELETE FROM entries WHERE entry_id = ?",
+                    [(entry_id,) for entry_id in delete],
+                )
+                if insert is not None:
+                    self._insert(*insert)
+        except sqlite3.Error as error:
+            raise StorageError(f"cache database write failed: {error}") from error
+
+    def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
+        blob = None if vector is None else np.asarray(vector, dtype="<f4").tobytes()
+        self._connection.execute(
+            "INSERT INTO entries (entry_id, scope_key, tenant, normalized_query,"
+            " answer, metadata, created_at, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.entry_id,
+                entry.scope_key,
+                entry.tenant,
+                entry.normalized_query,
+                entry.answer,
+                json.dumps(dict(entry.metadata), ensure_ascii=False),
+                entry.created_at,
+                blob,
+            ),
+        )
+        self._connection.execute(
+            "UPDATE manifest SET value = ? WHERE key = 'next_id'",
+            (str(entry.entry_id + 1),),
+        )
+
+    def close(self) -> None:
+        self._connection.close()
