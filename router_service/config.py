@@ -28,6 +28,7 @@ _SERVER_KEYS = {
     "max_query_chars": int,
     "max_tenant_chars": int,
     "max_output_tokens": int,
+    "metrics_address": str,
 }
 _TOP_LEVEL_SECTIONS = (
     "server",

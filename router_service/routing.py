@@ -28,6 +28,7 @@ from router_service.backends.base import (
     ModelBackend,
     estimate_prompt_tokens,
 )
+from router_service.bookkeeping import RequestAccounting
 from router_service.domain import (
     CacheHit,
     CacheStatus,
@@ -46,6 +47,7 @@ from router_service.errors import (
     NotReadyError,
     PromptTooLargeError,
 )
+from router_service.metrics import RouterMetrics
 from router_service.resilience import CircuitBreaker, call_with_retries
 from router_service.settings import TIERS, ModelSettings, RouterSettings
 
@@ -107,13 +109,15 @@ class Router:
         cache: SemanticCache | None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        on_breaker_change: Callable[[str, object], None] | None = None,
+        accounting: RequestAccounting | None = None,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._backends = backends
         self._cache = cache
         self._clock = clock
         self._classifier: TierClassifier | None = None
+        self._accounting = accounting
         resilience = settings.resilience
         self.breakers = {
             name: CircuitBreaker(
@@ -122,7 +126,7 @@ class Router:
                 resilience.breaker_cooldown_s,
                 resilience.breaker_half_open_max_calls,
                 clock=clock,
-                on_change=on_breaker_change,
+                on_change=metrics.set_breaker_state if metrics is not None else None,
             )
             for name in settings.models
         }
@@ -179,6 +183,8 @@ class Router:
         """
         started = self._clock()
         validate_query(query, self._settings)
+        if self._accounting is not None:
+            await self._accounting.admit(query)
         request_id = uuid.uuid4().hex[:16]
 
         status, hit, tier = await self._lookup_and_classify(query)
@@ -220,6 +226,8 @@ class Router:
                 "cache_status": str(result.cache_status),
             },
         )
+        if self._accounting is not None:
+            await self._accounting.record(query, result)
         return result
 
     async def _degraded_result(

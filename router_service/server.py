@@ -12,15 +12,21 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.backends import ModelBackend, build_backend
+from router_service.bookkeeping import RequestAccounting
 from router_service.cache_client import CacheClient
 from router_service.domain import SemanticCache
+from router_service.ledger import CostLedger
+from router_service.metrics import RouterMetrics
+from router_service.quotas import RequestQuotas
 from router_service.routing import TierClassifier
 from router_service.servicer import RouterServicer
 from router_service.settings import RouterSettings
@@ -49,6 +55,9 @@ class RunningServer:
     health: health.aio.HealthServicer
     backends: Mapping[str, ModelBackend]
     cache_client: CacheClient | None
+    metrics: RouterMetrics
+    ledger: CostLedger
+    metrics_http: Any = None
     loader: asyncio.Task[None] | None = None
     load_error: BaseException | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -79,6 +88,9 @@ class RunningServer:
             await backend.aclose()
         if self.cache_client is not None:
             await self.cache_client.close()
+        self.ledger.close()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
         logger.info("server_stopped", extra={"port": self.port})
 
 
@@ -119,7 +131,21 @@ async def create_server(
     if cache is None:
         cache_client = CacheClient(settings.cache.target, settings.cache.timeout_s)
         cache = cache_client
-    router = StreamingRouter(settings, backends, cache)
+    metrics = RouterMetrics()
+    ledger = CostLedger(settings.ledger_path)
+    if settings.ledger_path is None:
+        logger.warning(
+            "ledger_in_memory",
+            extra={"remedy": "set [ledger] path to keep costs across restarts"},
+        )
+    quotas = RequestQuotas(settings.limits, ledger)
+    router = StreamingRouter(
+        settings,
+        backends,
+        cache,
+        accounting=RequestAccounting(ledger, quotas, metrics),
+        metrics=metrics,
+    )
 
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)
@@ -135,8 +161,13 @@ async def create_server(
     await server.start()
 
     running = RunningServer(
-        server, port, router, health_servicer, backends, cache_client
+        server, port, router, health_servicer, backends, cache_client, metrics, ledger
     )
+    if settings.metrics_address:
+        host, _, metrics_port = settings.metrics_address.rpartition(":")
+        running.metrics_http, _ = prometheus_client.start_http_server(
+            int(metrics_port), addr=host, registry=metrics.registry
+        )
     logger.info(
         "server_started",
         extra={

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import limits
+
 from router_service.errors import ConfigError
 
 TIERS = ("simple", "medium", "complex")
@@ -168,6 +170,28 @@ class LimitSettings:
     tenant_budget_usd_per_day: float = 0.0
     storage_uri: str = "memory://"
 
+    def __post_init__(self) -> None:
+        for name in ("tenant_requests", "user_requests"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    limits.parse(value)
+                except ValueError:
+                    raise ConfigError(
+                        f"limits.{name} must be a rate such as 600/minute; got "
+                        f"{value!r}. Fix it or set it to an empty string."
+                    ) from None
+        for name in ("tenant_tokens_per_minute", "tenant_budget_usd_per_day"):
+            value = getattr(self, name)
+            _require(value >= 0, f"limits.{name}", "must be 0 or more", value, "")
+        _require(
+            self.storage_uri.startswith(("memory://", "redis://", "rediss://")),
+            "limits.storage_uri",
+            "must start with memory://, redis:// or rediss://",
+            self.storage_uri,
+            "Use memory:// for one router or redis://HOST:PORT for several.",
+        )
+
 
 @dataclass(frozen=True)
 class RouterSettings:
@@ -184,10 +208,14 @@ class RouterSettings:
     max_query_chars: int = 16_000
     max_tenant_chars: int = 128
     max_output_tokens: int = 4096
+    # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
+    metrics_address: str = ""
     log_format: str = "text"
 
     def __post_init__(self) -> None:
         _require_address("server.address", self.address)
+        if self.metrics_address:
+            _require_address("server.metrics_address", self.metrics_address)
         _require(
             self.log_format in LOG_FORMATS,
             "QUERYGATE_LOG_FORMAT",

@@ -50,6 +50,8 @@ class StreamingRouter(Router):
         """
         started = self._clock()
         validate_query(query, self._settings)
+        if self._accounting is not None:
+            await self._accounting.admit(query)
         request_id = uuid.uuid4().hex[:16]
 
         status, hit, tier = await self._lookup_and_classify(query)

@@ -1,0 +1,205 @@
+"""Cost ledger: one durable SQLite row per finished request.
+
+Each row keeps who asked (tenant, user), how the request was served (tier,
+model, cache status, degraded), the tokens, the list-price cost, the baseline
+cost on the complex tier without a cache, and the latency. Days are UTC days.
+
+Single process only: replicas that share one file need a real database,
+because SQLite serializes writers with a file lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86_400
+IN_MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    created_at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    cache_status TEXT NOT NULL,
+    degraded INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    baseline_cost_usd REAL NOT NULL,
+    latency_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_tenant_time ON requests (tenant, created_at);
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests (created_at);
+"""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One finished request; `created_at` is a Unix time in seconds."""
+
+    created_at: float
+    request_id: str
+    tenant: str
+    user: str
+    tier: str
+    model: str
+    cache_status: str
+    degraded: bool
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Savings:
+    """Total cost against the cost of sending everything to the complex tier."""
+
+    requests: int
+    cost_usd: float
+    baseline_cost_usd: float
+
+    @property
+    def saved_usd(self) -> float:
+        """Baseline minus actual cost."""
+        return self.baseline_cost_usd - self.cost_usd
+
+
+class CostLedger:
+    """Records requests in SQLite; every method is safe to call from any thread."""
+
+    def __init__(
+        self, path: Path | None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(
+            str(path) if path is not None else IN_MEMORY, check_same_thread=False
+        )
+        with self._lock, self._connection:
+            if path is not None:
+                # WAL lets readers run while a request is being written.
+                self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.executescript(_SCHEMA)
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Insert one request; the row is committed when this returns."""
+        columns = ", ".join(f.name for f in fields(LedgerEntry))
+        placeholders = ", ".join("?" for _ in fields(LedgerEntry))
+        with self._lock, self._connection:
+            self._connection.execute(
+                f"INSERT INTO requests ({columns}) VALUES ({placeholders})",
+                astuple(entry),
+            )
+
+    def day_start(self, days_ago: int = 0) -> float:
+        """Return the Unix time of 00:00 UTC, `days_ago` days before today."""
+        now = self._clock()
+        return (now // SECONDS_PER_DAY - days_ago) * SECONDS_PER_DAY
+
+    def spent_today(self, tenant: str) -> float:
+        """Return the tenant's cost in USD since 00:00 UTC."""
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
+                "WHERE tenant = ? AND created_at >= ?",
+                (tenant, self.day_start()),
+            ).fetchone()
+        return float(row[0])
+
+    def daily_costs(self, days: int) -> list[float]:
+        """Return the total cost of each of the last `days` UTC days, oldest first.
+
+        The last value is today so far; days without requests count as 0.
+        """
+        start = self.day_start(days - 1)
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT CAST((created_at - ?) / ? AS INTEGER), SUM(cost_usd) "
+                "FROM requests WHERE created_at >= ? GROUP BY 1",
+                (start, SECONDS_PER_DAY, start),
+            ).fetchall()
+        totals = [0.0] * days
+        for day_index, cost in rows:
+            if 0 <= day_index < days:
+                totals[day_index] = float(cost)
+        return totals
+
+    def savings(self, tenant: str | None = None) -> Savings:
+        """Return the request count, cost and baseline over the whole ledger."""
+        query = (
+            "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), "
+            "COALESCE(SUM(baseline_cost_usd), 0) FROM requests"
+        )
+        parameters: tuple[str, ...] = ()
+        if tenant is not None:
+            query += " WHERE tenant = ?"
+            parameters = (tenant,)
+        with self._lock:
+            count, cost, baseline = self._connection.execute(
+                query, parameters
+            ).fetchone()
+        return Savings(int(count), float(cost), float(baseline))
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._connection.close()
+
+
+class CostAlert:
+    """Fires when today's cost passes `factor` times the trailing daily average.
+
+    The average covers the `trailing_days` full days before today, so a day
+    with no history never alerts. It fires at most once per UTC day.
+    """
+
+    def __init__(
+        self,
+        ledger: CostLedger,
+        *,
+        factor: float = 2.0,
+        trailing_days: int = 7,
+        on_alert: Callable[[float, float], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._factor = factor
+        self._trailing_days = trailing_days
+        self._on_alert = on_alert
+        self._last_alert_day: float | None = None
+
+    def check(self) -> bool:
+        """Compare today's cost with the trailing average; return True on alert."""
+        costs = self._ledger.daily_costs(self._trailing_days + 1)
+        today, history = costs[-1], costs[:-1]
+        average = sum(history) / len(history)
+        day = self._ledger.day_start()
+        if average <= 0 or today <= self._factor * average:
+            return False
+        if self._last_alert_day == day:
+            return False
+        self._last_alert_day = day
+        logger.warning(
+            "daily_cost_alert",
+            extra={
+                "today_usd": round(today, 6),
+                "trailing_average_usd": round(average, 6),
+                "factor": self._factor,
+            },
+        )
+        if self._on_alert is not None:
+            self._on_alert(today, average)
+        return True
