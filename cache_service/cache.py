@@ -2,7 +2,7 @@
 
 Entries are partitioned by scope key, and each scope has its own vector index, so a
 lookup can only ever see entries of its own tenant and scope. Index and metadata
-change together under one lock; embedding runs outside it. Single process only.
+change together under one lock, and embedding runs outside it. Single process only.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from cache_service.entries import (
     check_query,
     check_scope,
     check_store,
+    estimate_entry_bytes,
     reason_not_cacheable,
 )
 from cache_service.normalize import normalize_query
 from cache_service.persistence import EntryStore
 from cache_service.scope import Scope
 from cache_service.settings import CacheSettings
-from cache_service.vector_index import VectorIndex
+from cache_service.vector_index import PartitionedIndex
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SemanticCache:
     """Stores answers by scope and query, and finds them by exact text or cosine.
 
     An entry serves exact hits for ``exact_ttl_s`` and semantic hits for
-    ``semantic_ttl_s`` after it was stored; expired entries are never served, and
+    ``semantic_ttl_s`` after it was stored. Expired entries are never served, and
     ``sweep_expired`` frees them. Beyond ``max_entries`` the least recently used
     entry is evicted. Entry ids increase and are never reused, so a removed id can
     never resolve to another entry's answer.
@@ -59,10 +60,10 @@ class SemanticCache:
         self._clock = clock
         self._entry_store = entry_store
         self._lock = threading.Lock()
-        # Least recently used first; a hit or a store moves an entry to the end.
+        # Least recently used first. A hit or a store moves an entry to the end.
         self._entries: OrderedDict[int, CacheEntry] = OrderedDict()
         self._exact: dict[tuple[str, str], int] = {}
-        self._partitions: dict[str, VectorIndex] = {}
+        self._index = PartitionedIndex(embedder.dimension)
         self._by_tenant: dict[str, set[int]] = {}
         self._next_id = 1
         self._memory_bytes = 0
@@ -163,7 +164,7 @@ class SemanticCache:
         return StoreOutcome(stored=True, entry_id=entry.entry_id)
 
     def invalidate_entry(self, entry_id: int) -> int:
-        """Remove one entry by id; return 1 if it existed, else 0."""
+        """Remove one entry by id and return 1 if it existed, else 0."""
         with self._lock:
             return self._delete([entry_id])
 
@@ -215,7 +216,7 @@ class SemanticCache:
         with self._lock:
             return CacheStats(
                 entries=len(self._entries),
-                index_vectors=sum(len(index) for index in self._partitions.values()),
+                index_vectors=len(self._index),
                 exact_hits=self._exact_hits,
                 semantic_hits=self._semantic_hits,
                 misses=self._misses,
@@ -233,8 +234,8 @@ class SemanticCache:
         problems: list[str] = []
         with self._lock:
             indexed: set[int] = set()
-            for scope_key, index in self._partitions.items():
-                for entry_id in index.ids():
+            for scope_key, ids in self._index.ids_by_partition().items():
+                for entry_id in ids:
                     entry = self._entries.get(entry_id)
                     if entry is None or entry.scope_key != scope_key:
                         problems.append(f"vector {entry_id} has no entry in its scope")
@@ -252,7 +253,7 @@ class SemanticCache:
         return problems
 
     def close(self) -> None:
-        """Close the durable store; the cache must not be used afterwards."""
+        """Close the durable store. The cache must not be used afterwards."""
         with self._lock:
             if self._entry_store is not None:
                 self._entry_store.close()
@@ -288,10 +289,10 @@ class SemanticCache:
     def _lookup_semantic(
         self, scope_key: str, vector: Vectors, threshold: float, now: float
     ) -> LookupOutcome:
-        index = self._partitions.get(scope_key)
-        if index is None:
-            return LookupOutcome(hit=False)
-        for entry_id, score in index.search(vector, self._settings.search_candidates):
+        candidates = self._index.search(
+            scope_key, vector, self._settings.search_candidates
+        )
+        for entry_id, score in candidates:
             entry = self._entries.get(entry_id)
             if entry is None:
                 continue
@@ -346,11 +347,12 @@ class SemanticCache:
         """Return the least recently used ids to evict so ``incoming`` fits."""
         count = len(self._entries) - len(leaving)
         size = self._memory_bytes - sum(
-            self._entry_bytes(self._entries[entry_id]) for entry_id in leaving
+            estimate_entry_bytes(self._entries[entry_id], self._embedder.dimension)
+            for entry_id in leaving
         )
         if incoming is not None:
             count += 1
-            size += self._entry_bytes(incoming)
+            size += estimate_entry_bytes(incoming, self._embedder.dimension)
         max_bytes = self._settings.max_memory_mb * 1024 * 1024
         evicted: list[int] = []
         for entry_id, entry in self._entries.items():
@@ -360,23 +362,19 @@ class SemanticCache:
                 continue
             evicted.append(entry_id)
             count -= 1
-            size -= self._entry_bytes(entry)
+            size -= estimate_entry_bytes(entry, self._embedder.dimension)
         return evicted
 
     def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
-        self._memory_bytes += self._entry_bytes(entry)
+        self._memory_bytes += estimate_entry_bytes(entry, self._embedder.dimension)
         self._entries[entry.entry_id] = entry
         self._exact[(entry.scope_key, entry.normalized_query)] = entry.entry_id
         self._by_tenant.setdefault(entry.tenant, set()).add(entry.entry_id)
         if vector is not None:
-            index = self._partitions.get(entry.scope_key)
-            if index is None:
-                index = VectorIndex(self._embedder.dimension)
-                self._partitions[entry.scope_key] = index
-            index.add([entry.entry_id], vector.reshape(1, -1))
+            self._index.add(entry.scope_key, entry.entry_id, vector)
 
     def _delete(self, entry_ids: list[int]) -> int:
-        """Remove entries from the database, then from memory; count those found."""
+        """Remove entries from the database, then memory, and count those found."""
         present = [entry_id for entry_id in entry_ids if entry_id in self._entries]
         if not present:
             return 0
@@ -389,7 +387,7 @@ class SemanticCache:
     def _forget(self, entry_id: int) -> None:
         """Remove an entry from memory and the index, but not from the database."""
         entry = self._entries.pop(entry_id)
-        self._memory_bytes -= self._entry_bytes(entry)
+        self._memory_bytes -= estimate_entry_bytes(entry, self._embedder.dimension)
         exact_key = (entry.scope_key, entry.normalized_query)
         if self._exact.get(exact_key) == entry_id:
             del self._exact[exact_key]
@@ -402,19 +400,5 @@ class SemanticCache:
     def _drop_vector(self, entry: CacheEntry) -> None:
         if not entry.in_index:
             return
-        index = self._partitions[entry.scope_key]
-        index.remove([entry.entry_id])
+        self._index.remove(entry.scope_key, entry.entry_id)
         entry.in_index = False
-        if len(index) == 0:
-            del self._partitions[entry.scope_key]
-
-    def _entry_bytes(self, entry: CacheEntry) -> int:
-        """Estimate the memory of an entry: text as UTF-8, vector, fixed overhead.
-
-        NOTE: an estimate, not a measurement. CPython may store text in up to four
-        bytes per character, and dict and object overheads vary.
-        """
-        text = entry.answer + entry.normalized_query + entry.scope_key
-        metadata = sum(len(k) + len(v) for k, v in entry.metadata.items())
-        vector = 4 * self._embedder.dimension
-        return len(text.encode("utf-8")) + metadata + vector + 512

@@ -30,7 +30,7 @@ class Embedder(Protocol):
 
     @property
     def model_name(self) -> str:
-        """Identifier of the model; stored with the index to detect a model change."""
+        """Model identifier, stored with the entries to detect a model change."""
         ...
 
     @property
@@ -40,7 +40,7 @@ class Embedder(Protocol):
 
     @property
     def max_tokens(self) -> int:
-        """Token window; the model ignores the tokens of a text beyond it."""
+        """Token window. The model ignores the tokens of a text beyond it."""
         ...
 
     def token_count(self, text: str) -> int:
@@ -57,14 +57,14 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """The sentence-transformers model on CPU; safe to call from many threads.
+    """The sentence-transformers model on CPU, safe to call from many threads.
 
     Calls are serialized by a lock, because torch already uses every core for one
     batch and interleaved calls only add contention.
     """
 
     def __init__(self, model: object, model_name: str) -> None:
-        # Typed as object so that this module imports without torch; load() passes
+        # Typed as object so that this module imports without torch. load() passes
         # a SentenceTransformer.
         self._model = model
         self._model_name = model_name

@@ -47,7 +47,7 @@ class StoreCommand:
 
 @dataclass
 class CacheEntry:
-    """One stored answer; ``created_at`` is wall-clock seconds since the epoch."""
+    """One stored answer. ``created_at`` is wall-clock seconds since the epoch."""
 
     entry_id: int
     scope_key: str
@@ -62,7 +62,7 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class LookupOutcome:
-    """Result of a lookup; ``similarity`` is also set on a miss with a candidate."""
+    """Result of a lookup. ``similarity`` is also set on a miss with a candidate."""
 
     hit: bool
     layer: HitLayer | None = None
@@ -73,7 +73,7 @@ class LookupOutcome:
 
 @dataclass(frozen=True)
 class StoreOutcome:
-    """Result of a store; ``reason`` explains why nothing was stored."""
+    """Result of a store. ``reason`` explains why nothing was stored."""
 
     stored: bool
     entry_id: int | None = None
@@ -170,3 +170,14 @@ def reason_not_cacheable(request: StoreCommand) -> str | None:
     if not request.answer.strip():
         return "the answer is empty"
     return None
+
+
+def estimate_entry_bytes(entry: CacheEntry, dimension: int) -> int:
+    """Estimate the memory of an entry: text as UTF-8, vector, fixed overhead.
+
+    NOTE: an estimate, not a measurement. CPython may store text in up to four
+    bytes per character, and dict and object overheads vary.
+    """
+    text = entry.answer + entry.normalized_query + entry.scope_key
+    metadata = sum(len(k) + len(v) for k, v in entry.metadata.items())
+    return len(text.encode("utf-8")) + metadata + 4 * dimension + 512

@@ -1,6 +1,6 @@
 """Exception tree of the cache service and the gRPC status code of each exception.
 
-Domain modules raise these exceptions; only the servicer turns them into statuses,
+Domain modules raise these exceptions, and only the servicer turns them into statuses,
 through ``STATUS_CODES``.
 """
 
@@ -18,7 +18,7 @@ class SettingsError(CacheError):
 
 
 class InvalidRequestError(CacheError):
-    """A request breaks a rule; the message names the field, the rule and the fix."""
+    """A request breaks a rule. The message names the field, the rule and the fix."""
 
 
 class NotReadyError(CacheError):

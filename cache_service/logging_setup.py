@@ -1,4 +1,4 @@
-"""Logging configuration for the cache service process; called only from __main__."""
+"""Logging configuration of the cache service process, called only from __main__."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# Attributes every LogRecord has. Anything else on a record came from ``extra=``.
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 ) | {"message", "asctime", "taskName"}

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS entries (
 
 
 class EntryStore(Protocol):
-    """Where the cache persists entries; every call is one atomic write."""
+    """Durable storage of the cache entries, where every write is atomic."""
 
     def load(self) -> Iterator[tuple[CacheEntry, Vectors | None]]:
         """Yield every stored entry with its vector, oldest first."""
@@ -60,7 +60,7 @@ class EntryStore(Protocol):
         """Delete ``delete`` and add ``insert`` in one transaction.
 
         Raises:
-            StorageError: the write failed; nothing was changed.
+            StorageError: the write failed and nothing was changed.
         """
         ...
 

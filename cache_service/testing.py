@@ -1,6 +1,6 @@
 """Helpers for tests that need a cache: a fast fake embedder and an in-process server.
 
-The fake is for unit tests only; end-to-end tests pass the real
+The fake is for unit tests only. End-to-end tests pass the real
 ``SentenceTransformerEmbedder`` to ``start_cache_server``.
 """
 
@@ -59,7 +59,7 @@ class FakeEmbedder:
         return (raw / np.linalg.norm(raw)).astype(np.float32)
 
     def set_vector(self, text: str, vector: Vectors) -> None:
-        """Pin the vector of ``text``; it is normalized to unit length."""
+        """Pin the vector of ``text``, normalized to unit length."""
         unit = np.asarray(vector, dtype=np.float64)
         self._pinned[text] = (unit / np.linalg.norm(unit)).astype(np.float32)
 
@@ -106,7 +106,7 @@ def start_cache_server(
 ) -> Iterator[RunningServer]:
     """Run a real cache server on a free port until the block exits.
 
-    The server is SERVING when the block starts; ``running.target`` is the address
+    The server is SERVING when the block starts, and ``running.target`` is the address
     to dial.
     """
     options: dict[str, Any] = {} if clock is None else {"clock": clock}

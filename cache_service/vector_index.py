@@ -79,3 +79,45 @@ class VectorIndex:
             for entry_id, score in zip(ids[0], scores[0], strict=True)
             if entry_id != -1
         ]
+
+
+class PartitionedIndex:
+    """One VectorIndex per partition key, so a search only sees its own partition.
+
+    A partition is created by its first vector and dropped with its last one.
+    """
+
+    def __init__(self, dimension: int) -> None:
+        self._dimension = dimension
+        self._partitions: dict[str, VectorIndex] = {}
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._partitions.values())
+
+    def add(self, partition: str, entry_id: int, vector: Vectors) -> None:
+        """Add one vector under ``entry_id`` to ``partition``."""
+        index = self._partitions.get(partition)
+        if index is None:
+            index = VectorIndex(self._dimension)
+            self._partitions[partition] = index
+        index.add([entry_id], vector.reshape(1, -1))
+
+    def remove(self, partition: str, entry_id: int) -> None:
+        """Remove the vector of ``entry_id`` from ``partition``, if present."""
+        index = self._partitions.get(partition)
+        if index is None:
+            return
+        index.remove([entry_id])
+        if len(index) == 0:
+            del self._partitions[partition]
+
+    def search(
+        self, partition: str, vector: Vectors, k: int
+    ) -> list[tuple[int, float]]:
+        """Return up to ``k`` (id, cosine) pairs of ``partition``, best first."""
+        index = self._partitions.get(partition)
+        return [] if index is None else index.search(vector, k)
+
+    def ids_by_partition(self) -> dict[str, set[int]]:
+        """Return the stored ids of every partition."""
+        return {key: index.ids() for key, index in self._partitions.items()}

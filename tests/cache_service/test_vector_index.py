@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cache_service.vector_index import VectorIndex
+from cache_service.vector_index import PartitionedIndex, VectorIndex
 
 DIMENSION = 32
 
@@ -90,3 +90,27 @@ def test_empty_index_returns_no_results() -> None:
 def test_removing_unknown_id_counts_zero() -> None:
     index = VectorIndex(DIMENSION)
     assert index.remove([42]) == 0
+
+
+def test_partition_search_sees_only_its_partition() -> None:
+    rng = np.random.default_rng(5)
+    vectors = _unit_rows(rng, 2)
+    index = PartitionedIndex(DIMENSION)
+    index.add("acme", 1, vectors[0])
+    index.add("globex", 2, vectors[0])
+    index.add("globex", 3, vectors[1])
+
+    assert [entry_id for entry_id, _ in index.search("acme", vectors[0], 5)] == [1]
+    assert {entry_id for entry_id, _ in index.search("globex", vectors[0], 5)} == {2, 3}
+    assert index.search("initech", vectors[0], 5) == []
+
+
+def test_partition_is_dropped_with_last_vector() -> None:
+    rng = np.random.default_rng(6)
+    index = PartitionedIndex(DIMENSION)
+    index.add("acme", 1, _unit_rows(rng, 1)[0])
+    index.remove("acme", 1)
+    index.remove("absent", 9)
+
+    assert len(index) == 0
+    assert index.ids_by_partition() == {}
