@@ -59,7 +59,13 @@ class RequestQuotas:
             )
         self._ledger = ledger
         self._clock = clock
-        storage = storage_from_string(_async_storage_uri(settings.storage_uri))
+        options = {}
+        if settings.storage_uri.startswith(("redis://", "rediss://")):
+            # `limits` defaults to the coredis client; redis-py is what we install.
+            options["implementation"] = "redispy"
+        storage = storage_from_string(
+            _async_storage_uri(settings.storage_uri), **options
+        )
         self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
 
     async def _retry_after_s(self, item: RateLimitItem, *keys: str) -> float:
