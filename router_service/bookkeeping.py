@@ -54,7 +54,7 @@ class RequestAccounting:
             await self._write_ledger(self.ledger, query, result)
         if self._quotas is not None:
             tokens = result.input_tokens + result.output_tokens
-            await self._quotas.charge_tokens(query.tenant, tokens)
+            await self._quotas.charge_tokens(query, tokens)
         if self._metrics is not None:
             self._metrics.observe(result)
 

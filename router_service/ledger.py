@@ -110,14 +110,18 @@ class CostLedger:
         now = self._clock()
         return (now // SECONDS_PER_DAY - days_ago) * SECONDS_PER_DAY
 
-    def spent_today(self, tenant: str) -> float:
-        """Return the tenant's cost in USD since 00:00 UTC."""
+    def spent_today(self, tenant: str, user: str | None = None) -> float:
+        """Return the cost in USD since 00:00 UTC of a tenant, or of one user."""
+        query = (
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
+            "WHERE tenant = ? AND created_at >= ?"
+        )
+        parameters: tuple[str | float, ...] = (tenant, self.day_start())
+        if user is not None:
+            query += " AND user = ?"
+            parameters = (*parameters, user)
         with self._lock:
-            row = self._connection.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests "
-                "WHERE tenant = ? AND created_at >= ?",
-                (tenant, self.day_start()),
-            ).fetchone()
+            row = self._connection.execute(query, parameters).fetchone()
         return float(row[0])
 
     def daily_costs(self, days: int) -> list[float]:

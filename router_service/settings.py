@@ -167,7 +167,9 @@ class LimitSettings:
     tenant_requests: str = ""  # `limits` syntax, e.g. "600/minute"
     user_requests: str = ""
     tenant_tokens_per_minute: int = 0
+    user_tokens_per_minute: int = 0
     tenant_budget_usd_per_day: float = 0.0
+    user_budget_usd_per_day: float = 0.0
     storage_uri: str = "memory://"
 
     def __post_init__(self) -> None:
@@ -181,7 +183,12 @@ class LimitSettings:
                         f"limits.{name} must be a rate such as 600/minute; got "
                         f"{value!r}. Fix it or set it to an empty string."
                     ) from None
-        for name in ("tenant_tokens_per_minute", "tenant_budget_usd_per_day"):
+        for name in (
+            "tenant_tokens_per_minute",
+            "user_tokens_per_minute",
+            "tenant_budget_usd_per_day",
+            "user_budget_usd_per_day",
+        ):
             value = getattr(self, name)
             _require(value >= 0, f"limits.{name}", "must be 0 or more", value, "")
         _require(

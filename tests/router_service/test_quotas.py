@@ -63,10 +63,10 @@ async def test_user_limit_applies_per_user() -> None:
 async def test_token_limit_blocks_after_tokens_used() -> None:
     quotas = RequestQuotas(LimitSettings(tenant_tokens_per_minute=100), None)
     await quotas.admit(query())
-    await quotas.charge_tokens("acme", 60)
+    await quotas.charge_tokens(query(), 60)
 
     assert await admitted(quotas, query())
-    await quotas.charge_tokens("acme", 60)
+    await quotas.charge_tokens(query(), 60)
     with pytest.raises(RateLimitedError, match="tokens per minute"):
         await quotas.admit(query())
     assert await admitted(quotas, query("other"))
@@ -125,3 +125,44 @@ def test_invalid_limit_settings_name_field(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         LimitSettings(**fields)  # type: ignore[arg-type]
+
+
+async def test_user_token_limit_spares_other_users() -> None:
+    quotas = RequestQuotas(LimitSettings(user_tokens_per_minute=50), None)
+    await quotas.charge_tokens(query(user="alice"), 50)
+
+    with pytest.raises(RateLimitedError, match="user 'alice' used its 50 tokens"):
+        await quotas.admit(query(user="alice"))
+    assert await admitted(quotas, query(user="bob"))
+
+
+def spend_as(ledger: CostLedger, user: str, cost: float) -> None:
+    import time
+
+    ledger.record(
+        LedgerEntry(
+            time.time(),
+            "r",
+            "acme",
+            user,
+            "simple",
+            "m",
+            "miss",
+            False,
+            1,
+            1,
+            cost,
+            1,
+            1,
+        )
+    )
+
+
+async def test_user_budget_rejects_only_that_user() -> None:
+    ledger = CostLedger(None)
+    quotas = RequestQuotas(LimitSettings(user_budget_usd_per_day=0.5), ledger)
+    spend_as(ledger, "alice", 0.5)
+
+    with pytest.raises(BudgetExceededError, match="user 'alice'"):
+        await quotas.admit(query(user="alice"))
+    await quotas.admit(query(user="bob"))
