@@ -201,3 +201,27 @@ class _CallView:
 
     def trailing_metadata(self) -> object:
         return self._trailing
+
+
+async def test_metrics_endpoint_serves_router_metrics() -> None:
+    import httpx
+
+    settings = settings_for_tests(metrics_address="127.0.0.1:0")
+    running = await create_server(
+        settings, cache=FakeCache(), classifier=FakeClassifier()
+    )
+    try:
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            await stub.Route(
+                router_pb2.RouteRequest(query="hi", tenant="a"), timeout=10
+            )
+        port = running.metrics_http.server_address[1]
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        await running.stop(grace_s=0.5)
+
+    assert response.status_code == 200
+    assert "querygate_router_requests_total" in response.text
+    assert "querygate_router_cost_usd_total" in response.text
