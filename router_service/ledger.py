@@ -4,8 +4,8 @@ Each row keeps who asked (tenant, user), how the request was served (tier,
 model, cache status, degraded), the tokens, the list-price cost, the baseline
 cost on the complex tier without a cache, and the latency. Days are UTC days.
 
-Single process only: replicas that share one file need a real database,
-because SQLite serializes writers with a file lock.
+Several router processes can share one file, but SQLite lets one writer in
+at a time, so many replicas writing one file wait on its lock.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class CostAlert:
     """Fires when today's cost passes `factor` times the trailing daily average.
 
     The average covers the `trailing_days` full days before today, so a day
-    with no history never alerts. It fires at most once per UTC day.
+    with no history never alerts. Each instance fires at most once per UTC day,
+    so every router process alerts on its own.
     """
 
     def __init__(

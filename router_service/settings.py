@@ -1,8 +1,8 @@
 """Typed, frozen settings of the router, validated when they are created.
 
 `router_service.config` builds a `RouterSettings` from the TOML file and the
-environment; every check here raises `ConfigError` naming the field, the rule,
-the value received and what to do.
+environment. Every check here raises `ConfigError`, and its message names the
+field, the rule, the value received and what to do.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Where the cache service listens and how long the router waits for it."""
+    """Address of the cache service and the timeout of each call to it."""
 
     target: str = "127.0.0.1:50052"
     timeout_s: float = 0.5
