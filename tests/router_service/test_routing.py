@@ -309,3 +309,14 @@ def test_classify_rejects_blank_query() -> None:
     router, _, _ = make_router()
     with pytest.raises(InvalidRequestError, match="query"):
         router.classify(" ")
+
+
+async def test_passed_deadline_is_deadline_exceeded() -> None:
+    import time
+
+    from router_service.errors import DeadlineExceededError
+
+    router, _, backends = make_router()
+    with pytest.raises(DeadlineExceededError, match="longer deadline"):
+        await router.route(query(), deadline=time.monotonic() - 1.0)
+    assert backends["simple-model"].calls == 0

@@ -186,3 +186,20 @@ async def test_route_stream_rpc_rejects_bad_input(server: RunningServer) -> None
 
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (caught.value.details() or "").startswith("query:")
+
+
+async def test_stream_serves_degraded_answer_when_models_fail() -> None:
+    models = {name: model_for_tests(name, failure_rate=1.0) for name in ("s", "m", "c")}
+    settings = settings_for_tests(
+        models=models, tiers={"simple": ("s",), "medium": ("m",), "complex": ("c",)}
+    )
+    cache = FakeCache(similar={"Capital of France??": (QUERY.query, 0.75)})
+    _, stored = await collect(make_router(cache=cache)[0], QUERY)
+    router, _ = make_router(settings, cache)
+    deltas, summary = await collect(
+        router, RouteQuery(query="Capital of France??", tenant="acme")
+    )
+
+    assert deltas == [stored.answer]
+    assert summary.degraded
+    assert summary.cache_status is CacheStatus.SEMANTIC_HIT
