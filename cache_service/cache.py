@@ -29,6 +29,7 @@ from cache_service.entries import (
     estimate_entry_bytes,
     reason_not_cacheable,
 )
+from cache_service.errors import InvalidRequestError
 from cache_service.normalize import normalize_query
 from cache_service.persistence import EntryStore
 from cache_service.scope import Scope
@@ -174,7 +175,11 @@ class SemanticCache:
         Raises:
             InvalidRequestError: the tenant is empty.
         """
-        check_scope(Scope(tenant=tenant), field_name="invalidate")
+        if not tenant.strip():
+            raise InvalidRequestError(
+                "tenant must be a non-empty tenant id to invalidate that tenant's "
+                f"entries; got {tenant!r}."
+            )
         with self._lock:
             return self._delete(list(self._by_tenant.get(tenant, ())))
 

@@ -266,7 +266,7 @@ def test_invalidate_by_entry_id_tenant_and_query(
         ),
         pytest.param(
             cache_pb2.InvalidateRequest(tenant=" "),
-            "invalidate.tenant is required",
+            "tenant must be a non-empty tenant id",
             id="blank-tenant",
         ),
     ],
