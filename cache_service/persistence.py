@@ -100,7 +100,8 @@ class SqliteEntryStore:
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
             raise StorageError(
-                f"cannot open the cache database {path}: {error}"
+                f"failed to open the cache database {path}: {error}. "
+                "Check that data_dir is a writable folder."
             ) from error
         store = cls(connection, path)
         store._check_manifest(model_name, dimension)

@@ -200,3 +200,10 @@ def test_memory_bound_evicts_least_recent(
     assert _answer(cache, "second") == "b" * 1000
     assert _answer(cache, "third") == "c" * 1000
     assert cache.stats().evictions == 1
+
+
+def test_data_dir_that_is_a_file_is_reported(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    with pytest.raises(StorageError, match="failed to open the cache database"):
+        SqliteEntryStore.open(not_a_folder, "fake-64", 64)
