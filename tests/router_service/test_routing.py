@@ -320,3 +320,12 @@ async def test_passed_deadline_is_deadline_exceeded() -> None:
     with pytest.raises(DeadlineExceededError, match="longer deadline"):
         await router.route(query(), deadline=time.monotonic() - 1.0)
     assert backends["simple-model"].calls == 0
+
+
+def test_prompt_estimate_rounds_up_per_message() -> None:
+    from router_service.backends import ChatMessage
+    from router_service.backends.base import estimate_prompt_tokens
+
+    messages = (ChatMessage("system", "x" * 7), ChatMessage("user", "y" * 9))
+
+    assert estimate_prompt_tokens(messages) == (3 + 4) + (3 + 4)
