@@ -60,7 +60,8 @@ class SentenceTransformerEmbedder:
     """The sentence-transformers model on CPU, safe to call from many threads.
 
     Calls are serialized by a lock, because torch already uses every core for one
-    batch and interleaved calls only add contention.
+    batch and interleaved calls only add contention, and because the tokenizer is
+    shared state.
     """
 
     def __init__(self, model: object, model_name: str) -> None:
@@ -125,9 +126,12 @@ class SentenceTransformerEmbedder:
 
     def token_count(self, text: str) -> int:
         tokenizer = self._model.tokenizer  # type: ignore[attr-defined]
-        encoded = tokenizer(
-            text, add_special_tokens=True, truncation=False, verbose=False
-        )
+        # The Rust tokenizer keeps its truncation setting as shared state, and
+        # encode() sets it per call, so counting must not overlap an encode().
+        with self._lock:
+            encoded = tokenizer(
+                text, add_special_tokens=True, truncation=False, verbose=False
+            )
         return len(encoded["input_ids"])
 
     def embed(self, texts: Sequence[str]) -> Vectors:

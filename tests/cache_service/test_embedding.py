@@ -121,3 +121,25 @@ def test_long_prompts_with_shared_prefix_do_not_collide(
     assert cache.lookup(LookupQuery(query=first, scope=ACME)).layer is HitLayer.EXACT
     assert not cache.lookup(LookupQuery(query=second, scope=ACME)).hit
     assert cache.stats().index_vectors == 0
+
+
+def test_token_counts_and_embeds_can_interleave(
+    real_embedder: SentenceTransformerEmbedder,
+) -> None:
+    long_text = "Here is a long deployment log line. " * 80
+    expected_count = real_embedder.token_count(long_text)
+    expected_vector = real_embedder.embed([long_text])[0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        count_futures = []
+        embed_futures = []
+        for _ in range(8):
+            count_futures.append(pool.submit(real_embedder.token_count, long_text))
+            embed_futures.append(pool.submit(real_embedder.embed, [long_text]))
+            count_futures.append(pool.submit(real_embedder.token_count, long_text))
+        counts = [future.result() for future in count_futures]
+        vectors = [future.result()[0] for future in embed_futures]
+
+    assert counts == [expected_count] * 16
+    for vector in vectors:
+        np.testing.assert_allclose(vector, expected_vector, atol=1e-5)
