@@ -169,6 +169,15 @@ class SemanticCache:
         with self._lock:
             return self._delete([entry_id])
 
+    def entry_tenant(self, entry_id: int) -> str | None:
+        """Return the tenant of the entry with this id, or None when there is none.
+
+        Ids are never reused, so the answer stays true until the entry is removed.
+        """
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            return None if entry is None else entry.tenant
+
     def invalidate_tenant(self, tenant: str) -> int:
         """Remove every entry of ``tenant`` and return how many were removed.
 

@@ -29,6 +29,10 @@ class EmbeddingError(CacheError):
     """The embedding model failed on an input."""
 
 
+class EntryNotFoundError(CacheError):
+    """No entry with the requested id belongs to the caller's tenant."""
+
+
 class StorageError(CacheError):
     """The durable entry store failed to read or write."""
 
@@ -43,6 +47,7 @@ STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     EmbeddingError: grpc.StatusCode.INTERNAL,
+    EntryNotFoundError: grpc.StatusCode.NOT_FOUND,
     StorageError: grpc.StatusCode.UNAVAILABLE,
     IndexVersionError: grpc.StatusCode.FAILED_PRECONDITION,
 }

@@ -21,6 +21,7 @@ from cache_service.errors import (
     NotReadyError,
     status_code_for,
 )
+from cache_service.feedback import FeedbackRating, FeedbackRecorder
 from cache_service.scope import ChatTurn, Scope
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ LogFields = dict[str, object]
 _LAYERS = {
     HitLayer.EXACT: cache_pb2.HIT_LAYER_EXACT,
     HitLayer.SEMANTIC: cache_pb2.HIT_LAYER_SEMANTIC,
+}
+_RATINGS = {
+    cache_pb2.FEEDBACK_RATING_GOOD: FeedbackRating.GOOD,
+    cache_pb2.FEEDBACK_RATING_BAD: FeedbackRating.BAD,
 }
 # Query hashes in logs are keyed per process, so they correlate log lines of one
 # run without letting a reader test guesses of the text offline.
@@ -61,14 +66,17 @@ def scope_from_message(message: cache_pb2.Scope) -> Scope:
 
 
 class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
-    """Serves Lookup, Store, Invalidate and Stats once a cache is attached."""
+    """Serves the cache RPCs once a cache is attached."""
 
     def __init__(self, min_cosine_similarity: float) -> None:
         self._cache: SemanticCache | None = None
+        self._feedback: FeedbackRecorder | None = None
         self._min_cosine_similarity = min_cosine_similarity
 
     def attach(self, cache: SemanticCache) -> None:
         """Start serving from ``cache``. Until then every RPC fails with UNAVAILABLE."""
+        # Set the recorder first, because a request that finds the cache uses it.
+        self._feedback = FeedbackRecorder(cache)
         self._cache = cache
 
     def Lookup(
@@ -154,6 +162,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     ) -> cache_pb2.StatsResponse:
         def handle(cache: SemanticCache, fields: LogFields) -> cache_pb2.StatsResponse:
             stats = cache.stats()
+            feedback = self._feedback_recorder().counts()
             return cache_pb2.StatsResponse(
                 entries=stats.entries,
                 exact_hits=stats.exact_hits,
@@ -166,9 +175,32 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                 embedding_model=cache.embedder.model_name,
                 embedding_dimension=cache.embedder.dimension,
                 min_cosine_similarity=self._min_cosine_similarity,
+                feedback_good=feedback.good,
+                feedback_bad=feedback.bad,
             )
 
         return self._run("Stats", context, handle)
+
+    def Feedback(
+        self, request: cache_pb2.FeedbackRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.FeedbackResponse:
+        def handle(
+            cache: SemanticCache, fields: LogFields
+        ) -> cache_pb2.FeedbackResponse:
+            rating = _parse_rating(request.rating)
+            entry_id = _parse_entry_id(request.entry_id)
+            fields.update(tenant=request.tenant, entry_id=entry_id)
+            fields["rating"] = rating.value
+            removed = self._feedback_recorder().record(entry_id, request.tenant, rating)
+            fields["removed"] = removed
+            return cache_pb2.FeedbackResponse(removed=removed)
+
+        return self._run("Feedback", context, handle)
+
+    def _feedback_recorder(self) -> FeedbackRecorder:
+        if self._feedback is None:
+            raise NotReadyError("the cache service is still loading; retry later")
+        return self._feedback
 
     def _run(
         self,
@@ -213,6 +245,22 @@ def _query_fields(query: str, tenant: str) -> LogFields:
         "query_chars": len(query),
         "query_hash": query_hash(query),
     }
+
+
+def _parse_rating(rating: int) -> FeedbackRating:
+    if rating not in _RATINGS:
+        raise InvalidRequestError(
+            "rating must be FEEDBACK_RATING_GOOD or FEEDBACK_RATING_BAD; got "
+            f"{_rating_name(rating)}. Set it to the caller's verdict."
+        )
+    return _RATINGS[rating]
+
+
+def _rating_name(rating: int) -> str:
+    try:
+        return cache_pb2.FeedbackRating.Name(rating)
+    except ValueError:
+        return str(rating)
 
 
 def _parse_entry_id(raw: str) -> int:

@@ -12,9 +12,18 @@ class HitLayer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HIT_LAYER_UNSPECIFIED: _ClassVar[HitLayer]
     HIT_LAYER_EXACT: _ClassVar[HitLayer]
     HIT_LAYER_SEMANTIC: _ClassVar[HitLayer]
+
+class FeedbackRating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_RATING_UNSPECIFIED: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_GOOD: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_BAD: _ClassVar[FeedbackRating]
 HIT_LAYER_UNSPECIFIED: HitLayer
 HIT_LAYER_EXACT: HitLayer
 HIT_LAYER_SEMANTIC: HitLayer
+FEEDBACK_RATING_UNSPECIFIED: FeedbackRating
+FEEDBACK_RATING_GOOD: FeedbackRating
+FEEDBACK_RATING_BAD: FeedbackRating
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -141,7 +150,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "index_vectors", "embedding_model", "embedding_dimension", "min_cosine_similarity")
+    __slots__ = ("entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "index_vectors", "embedding_model", "embedding_dimension", "min_cosine_similarity", "feedback_good", "feedback_bad")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     EXACT_HITS_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_HITS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +162,8 @@ class StatsResponse(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MIN_COSINE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_GOOD_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_BAD_FIELD_NUMBER: _ClassVar[int]
     entries: int
     exact_hits: int
     semantic_hits: int
@@ -164,4 +175,22 @@ class StatsResponse(_message.Message):
     embedding_model: str
     embedding_dimension: int
     min_cosine_similarity: float
-    def __init__(self, entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., index_vectors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., embedding_dimension: _Optional[int] = ..., min_cosine_similarity: _Optional[float] = ...) -> None: ...
+    feedback_good: int
+    feedback_bad: int
+    def __init__(self, entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., index_vectors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., embedding_dimension: _Optional[int] = ..., min_cosine_similarity: _Optional[float] = ..., feedback_good: _Optional[int] = ..., feedback_bad: _Optional[int] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("entry_id", "tenant", "rating")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    tenant: str
+    rating: FeedbackRating
+    def __init__(self, entry_id: _Optional[str] = ..., tenant: _Optional[str] = ..., rating: _Optional[_Union[FeedbackRating, str]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...

@@ -54,6 +54,11 @@ class CacheServiceStub:
                 request_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
                 response_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/querygate.cache.v1.CacheService/Feedback',
+                request_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -88,6 +93,14 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Mark a served answer good or bad. A bad mark removes the entry, so it is
+        not served again. An entry of another tenant is reported as NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.FromString,
                     response_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.FromString,
+                    response_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class CacheService:
             '/querygate.cache.v1.CacheService/Stats',
             querygate_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
             querygate_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.cache.v1.CacheService/Feedback',
+            querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.SerializeToString,
+            querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,13 @@ class CacheStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CACHE_STATUS_SEMANTIC_HIT: _ClassVar[CacheStatus]
     CACHE_STATUS_BYPASSED: _ClassVar[CacheStatus]
     CACHE_STATUS_UNAVAILABLE: _ClassVar[CacheStatus]
+    CACHE_STATUS_SHARED: _ClassVar[CacheStatus]
+
+class FeedbackRating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_RATING_UNSPECIFIED: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_GOOD: _ClassVar[FeedbackRating]
+    FEEDBACK_RATING_BAD: _ClassVar[FeedbackRating]
 TIER_UNSPECIFIED: Tier
 TIER_SIMPLE: Tier
 TIER_MEDIUM: Tier
@@ -32,6 +39,10 @@ CACHE_STATUS_EXACT_HIT: CacheStatus
 CACHE_STATUS_SEMANTIC_HIT: CacheStatus
 CACHE_STATUS_BYPASSED: CacheStatus
 CACHE_STATUS_UNAVAILABLE: CacheStatus
+CACHE_STATUS_SHARED: CacheStatus
+FEEDBACK_RATING_UNSPECIFIED: FeedbackRating
+FEEDBACK_RATING_GOOD: FeedbackRating
+FEEDBACK_RATING_BAD: FeedbackRating
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -132,3 +143,23 @@ class ClassifyResponse(_message.Message):
     probabilities: _containers.RepeatedCompositeFieldContainer[TierProbability]
     classifier_version: str
     def __init__(self, tier: _Optional[_Union[Tier, str]] = ..., probabilities: _Optional[_Iterable[_Union[TierProbability, _Mapping]]] = ..., classifier_version: _Optional[str] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("tenant", "request_id", "cache_entry_id", "rating")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    request_id: str
+    cache_entry_id: str
+    rating: FeedbackRating
+    def __init__(self, tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., cache_entry_id: _Optional[str] = ..., rating: _Optional[_Union[FeedbackRating, str]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("cache_entry_id", "removed")
+    CACHE_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    cache_entry_id: str
+    removed: bool
+    def __init__(self, cache_entry_id: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...

@@ -49,6 +49,11 @@ class RouterServiceStub:
                 request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/querygate.router.v1.RouterService/Feedback',
+                request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -75,6 +80,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Mark an answer good or bad. A bad mark removes the cached answer, so it is
+        not served again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.RouteStream,
                     request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.FromString,
                     response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.FromString,
+                    response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class RouterService:
             '/querygate.router.v1.RouterService/RouteStream',
             querygate_dot_router_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             querygate_dot_router_dot_v1_dot_router__pb2.RouteStreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.router.v1.RouterService/Feedback',
+            querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+            querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
