@@ -366,12 +366,12 @@ def _print_ready(stack: LocalStack) -> None:
     print(f"cache service (gRPC)       {stack.cache_address}")
     print(f"router service (gRPC)      {stack.router_address}")
     print(f"logs                       {stack.run_dir / 'logs'}")
+    target = ""
+    if stack.router_address != f"{HOST}:{DEFAULT_ROUTER_PORT}":
+        target = f"--target {stack.router_address} "
     print("\nTry it from another terminal:")
-    print(
-        f"  QUERYGATE_ROUTER_ADDRESS={stack.router_address} "
-        f'.venv/bin/python -m router_service.client "{FIRST_QUERY}"'
-    )
-    print("\nCtrl-C stops all three.", flush=True)
+    print(f'  .venv/bin/python -m router_service.client {target}"{FIRST_QUERY}"')
+    print("\nCtrl-C stops them all.", flush=True)
 
 
 def run(options: StackOptions) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks and the demo replay: commands that report numbers, not tests."""
