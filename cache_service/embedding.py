@@ -147,3 +147,28 @@ class SentenceTransformerEmbedder:
         except (RuntimeError, ValueError) as error:
             raise EmbeddingError(f"embedding failed: {error}") from error
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_embedder(
+    backend: str, model_dir: Path | None = None, onnx_dir: Path | None = None
+) -> Embedder:
+    """Load the embedding model on ``backend``: "torch", "onnx" or "onnx-int8".
+
+    The ONNX backends export the model into ``onnx_dir`` on first use.
+
+    Raises:
+        EmbeddingError: the backend is unknown, ``onnx_dir`` is missing for an ONNX
+            backend, or the model cannot be loaded.
+    """
+    if backend == "torch":
+        return SentenceTransformerEmbedder.load(model_dir)
+    if backend not in ("onnx", "onnx-int8"):
+        raise EmbeddingError(
+            f"embedding backend must be torch, onnx or onnx-int8; got {backend!r}"
+        )
+    if onnx_dir is None:
+        raise EmbeddingError(f"the {backend} backend needs a folder in onnx_dir")
+    # Imported here so that the torch backend does not need onnxruntime.
+    from cache_service.onnx_embedding import OnnxEmbedder
+
+    return OnnxEmbedder.load(onnx_dir, model_dir, quantized=backend == "onnx-int8")

@@ -15,8 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
+from cache_service import embedding
 from cache_service.cache import SemanticCache
-from cache_service.embedding import Embedder, SentenceTransformerEmbedder
+from cache_service.embedding import Embedder
 from cache_service.persistence import SqliteEntryStore
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
@@ -116,7 +117,11 @@ def create_server(
         return running
 
     def load_default() -> Embedder:
-        return SentenceTransformerEmbedder.load(settings.embedding_model_dir)
+        return embedding.load_embedder(
+            settings.embedding_backend,
+            settings.embedding_model_dir,
+            settings.onnx_dir,
+        )
 
     threading.Thread(
         target=_load_cache,

