@@ -75,6 +75,7 @@ class RequestAccounting:
             cost_usd=result.cost_usd,
             baseline_cost_usd=result.baseline_cost_usd,
             latency_ms=result.latency_ms,
+            cache_entry_id=result.cache_entry_id,
         )
         try:
             # SQLite commits wait for the disk, so they run off the event loop.

@@ -14,14 +14,22 @@ from collections.abc import Mapping
 import grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
-from router_service.domain import CacheHit, CacheScope
-from router_service.errors import CacheUnavailableError
+from router_service.domain import CacheHit, CacheScope, FeedbackRating
+from router_service.errors import (
+    CacheUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+)
 
 logger = logging.getLogger(__name__)
 
 _LAYER_NAMES = {
     cache_pb2.HIT_LAYER_EXACT: "exact",
     cache_pb2.HIT_LAYER_SEMANTIC: "semantic",
+}
+_RATINGS = {
+    FeedbackRating.GOOD: cache_pb2.FEEDBACK_RATING_GOOD,
+    FeedbackRating.BAD: cache_pb2.FEEDBACK_RATING_BAD,
 }
 
 
@@ -139,6 +147,37 @@ class CacheClient:
         except grpc.aio.AioRpcError as error:
             raise self._unavailable("store", error) from error
         return response.entry_id if response.stored else None
+
+    async def feedback(
+        self, entry_id: str, tenant: str, rating: FeedbackRating
+    ) -> bool:
+        """Mark an entry of `tenant`; return True when a bad mark removed it.
+
+        Raises:
+            NotFoundError: no entry with this id belongs to `tenant`.
+            InvalidRequestError: the cache rejected the entry id.
+            CacheUnavailableError: the cache did not answer within the timeout.
+        """
+        request = cache_pb2.FeedbackRequest(
+            entry_id=entry_id, tenant=tenant, rating=_RATINGS[rating]
+        )
+        try:
+            response = await self._stub.Feedback(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                raise NotFoundError(
+                    f"cache_entry_id {entry_id!r} not found for tenant {tenant!r}: "
+                    "the entry was removed, evicted or expired, or it belongs to "
+                    "another tenant."
+                ) from None
+            if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidRequestError(
+                    "cache_entry_id",
+                    f"the cache rejected it: {error.details()}",
+                    "Send the cache_entry_id of a RouteResponse.",
+                ) from None
+            raise self._unavailable("feedback", error) from error
+        return bool(response.removed)
 
     async def close(self) -> None:
         """Close the channel."""

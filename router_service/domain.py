@@ -26,6 +26,15 @@ class CacheStatus(enum.StrEnum):
     SEMANTIC_HIT = "semantic_hit"
     BYPASSED = "bypassed"
     UNAVAILABLE = "unavailable"
+    # The cache missed, and a concurrent identical request's model call was reused.
+    SHARED = "shared"
+
+
+class FeedbackRating(enum.StrEnum):
+    """A caller's verdict on an answer; a bad mark removes the cached answer."""
+
+    GOOD = "good"
+    BAD = "bad"
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class CacheHit:
 class SemanticCache(Protocol):
     """Interface of the cache service that routing uses.
 
-    Both methods raise `CacheUnavailableError` when the service cannot be reached.
+    Every method raises `CacheUnavailableError` when the service cannot be reached.
     """
 
     async def lookup(
@@ -69,6 +78,17 @@ class SemanticCache(Protocol):
         metadata: Mapping[str, str],
         finish_reason: str,
     ) -> str | None: ...
+
+    async def feedback(
+        self, entry_id: str, tenant: str, rating: FeedbackRating
+    ) -> bool:
+        """Mark an entry of `tenant`; return True when a bad mark removed it.
+
+        Raises:
+            NotFoundError: no entry with this id belongs to `tenant`.
+            InvalidRequestError: the cache rejected the entry id.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +151,7 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
         InvalidRequestError: naming the first invalid field.
     """
     _check_query_text(query.query, settings.max_query_chars)
-    _check_tenant(query.tenant, settings.max_tenant_chars)
+    check_tenant(query.tenant, settings.max_tenant_chars)
     if query.temperature is not None and not 0.0 <= query.temperature <= 2.0:
         raise InvalidRequestError(
             "temperature",
@@ -177,7 +197,8 @@ def _check_query_text(text: str, max_chars: int) -> None:
         )
 
 
-def _check_tenant(tenant: str, max_chars: int) -> None:
+def check_tenant(tenant: str, max_chars: int) -> None:
+    """Raise InvalidRequestError when the tenant id is empty, padded or too long."""
     if not tenant.strip():
         raise InvalidRequestError(
             "tenant",

@@ -100,6 +100,10 @@ class CircuitOpenError(ModelCallError):
     """The model's circuit breaker is open, so the call was not attempted."""
 
 
+class NotFoundError(RouterError):
+    """The request or cache entry that a caller named does not exist for its tenant."""
+
+
 class CacheUnavailableError(RouterError):
     """The cache service did not answer; the router serves the request uncached."""
 
@@ -140,6 +144,7 @@ GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
     ModelResponseError: grpc.StatusCode.UNAVAILABLE,
     ModelRefusedError: grpc.StatusCode.FAILED_PRECONDITION,
     CircuitOpenError: grpc.StatusCode.UNAVAILABLE,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
     CacheUnavailableError: grpc.StatusCode.UNAVAILABLE,
     NoModelAvailableError: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,

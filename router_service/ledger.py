@@ -37,11 +37,16 @@ CREATE TABLE IF NOT EXISTS requests (
     output_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     baseline_cost_usd REAL NOT NULL,
-    latency_ms REAL NOT NULL
+    latency_ms REAL NOT NULL,
+    cache_entry_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_by_tenant_time ON requests (tenant, created_at);
 CREATE INDEX IF NOT EXISTS requests_by_time ON requests (created_at);
+CREATE INDEX IF NOT EXISTS requests_by_request_id ON requests (request_id);
 """
+# Columns added after the first release, with their definitions. A ledger file
+# written by an older router gets them when it is opened.
+_ADDED_COLUMNS = {"cache_entry_id": "TEXT NOT NULL DEFAULT ''"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class LedgerEntry:
     cost_usd: float
     baseline_cost_usd: float
     latency_ms: float
+    # The cache entry that served the answer or stored it; empty when none did.
+    cache_entry_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class CostLedger:
             if path is not None:
                 # WAL lets readers run while a request is being written.
                 self._connection.execute("PRAGMA journal_mode=WAL")
+        with self._lock:
+            _add_missing_columns(self._connection)
             self._connection.executescript(_SCHEMA)
 
     def record(self, entry: LedgerEntry) -> None:
@@ -104,6 +113,20 @@ class CostLedger:
                 f"INSERT INTO requests ({columns}) VALUES ({placeholders})",
                 astuple(entry),
             )
+
+    def cache_entry_id(self, request_id: str, tenant: str) -> str | None:
+        """Return the cache entry id recorded for a request of `tenant`.
+
+        Returns "" when the request's answer was not cached, and None when the
+        ledger has no request with this id for `tenant`.
+        """
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT cache_entry_id FROM requests "
+                "WHERE request_id = ? AND tenant = ? LIMIT 1",
+                (request_id, tenant),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def day_start(self, days_ago: int = 0) -> float:
         """Return the Unix time of 00:00 UTC, `days_ago` days before today."""
@@ -162,6 +185,28 @@ class CostLedger:
         """Close the database connection."""
         with self._lock:
             self._connection.close()
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    """Add `_ADDED_COLUMNS` to a `requests` table written by an older router.
+
+    The check and the change run in one write transaction, so two routers that
+    open the same old file at once do not both add a column.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        rows = connection.execute("PRAGMA table_info(requests)").fetchall()
+        existing = {row[1] for row in rows}
+        if existing:
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in existing:
+                    connection.execute(
+                        f"ALTER TABLE requests ADD COLUMN {name} {definition}"
+                    )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 class CostAlert:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from router_service.domain import RouteResult
+from router_service.domain import FeedbackRating, RouteResult
 from router_service.resilience import BreakerState
 
 
@@ -40,6 +40,16 @@ class RouterMetrics:
             "Days whose cost passed twice the trailing daily average.",
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "querygate_router_feedback",
+            "Feedback marks that the cache applied, by rating (good or bad).",
+            ["rating"],
+            registry=self.registry,
+        )
+        # Export both ratings from the start, so a rate of bad marks is defined
+        # before the first one arrives.
+        for rating in FeedbackRating:
+            self.feedback.labels(str(rating))
 
     def observe(self, result: RouteResult) -> None:
         """Count one finished request."""

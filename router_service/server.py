@@ -24,6 +24,7 @@ from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
 from router_service.cache_client import CacheClient
 from router_service.domain import SemanticCache
+from router_service.feedback import AnswerFeedback
 from router_service.ledger import CostLedger
 from router_service.metrics import RouterMetrics
 from router_service.quotas import RequestQuotas
@@ -147,8 +148,12 @@ async def create_server(
         metrics=metrics,
     )
 
+    feedback = AnswerFeedback(cache, ledger, metrics, settings.max_tenant_chars)
+
     server = grpc.aio.server()
-    router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(router), server)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(
+        RouterServicer(router, feedback), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

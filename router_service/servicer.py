@@ -15,8 +15,9 @@ from grpc_status import rpc_status
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.backends.base import ChatMessage
-from router_service.domain import CacheStatus, RouteQuery, RouteResult
+from router_service.domain import CacheStatus, FeedbackRating, RouteQuery, RouteResult
 from router_service.errors import RateLimitedError, RouterError, grpc_status_for
+from router_service.feedback import AnswerFeedback, FeedbackMark
 from router_service.streaming import StreamingRouter
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ CACHE_STATUS_TO_PROTO = {
     CacheStatus.SEMANTIC_HIT: router_pb2.CACHE_STATUS_SEMANTIC_HIT,
     CacheStatus.BYPASSED: router_pb2.CACHE_STATUS_BYPASSED,
     CacheStatus.UNAVAILABLE: router_pb2.CACHE_STATUS_UNAVAILABLE,
+    CacheStatus.SHARED: router_pb2.CACHE_STATUS_SHARED,
+}
+PROTO_TO_RATING = {
+    router_pb2.FEEDBACK_RATING_GOOD: FeedbackRating.GOOD,
+    router_pb2.FEEDBACK_RATING_BAD: FeedbackRating.BAD,
 }
 # Respond a little before the caller's deadline so the reply can still arrive.
 DEADLINE_MARGIN_S = 0.05
@@ -56,6 +62,17 @@ def query_from_proto(request: router_pb2.RouteRequest) -> RouteQuery:
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         tier=tier,
         skip_cache=request.skip_cache,
+    )
+
+
+def mark_from_proto(request: router_pb2.FeedbackRequest) -> FeedbackMark:
+    """Convert a FeedbackRequest to the domain's FeedbackMark."""
+    target = request.WhichOneof("target")
+    return FeedbackMark(
+        tenant=request.tenant,
+        rating=PROTO_TO_RATING.get(request.rating),
+        request_id=request.request_id if target == "request_id" else "",
+        cache_entry_id=request.cache_entry_id if target == "cache_entry_id" else "",
     )
 
 
@@ -135,8 +152,9 @@ def _log_completed(
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Exposes `Router` over gRPC and maps domain errors through the error table."""
 
-    def __init__(self, router: StreamingRouter) -> None:
+    def __init__(self, router: StreamingRouter, feedback: AnswerFeedback) -> None:
         self._router = router
+        self._feedback = feedback
 
     async def _handle(
         self,
@@ -211,6 +229,25 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             await context.abort(code, details, metadata)
         finally:
             _log_completed("RouteStream", code, started, fields)
+
+    async def Feedback(
+        self, request: router_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.FeedbackResponse:
+        async def call() -> router_pb2.FeedbackResponse:
+            result = await self._feedback.mark(mark_from_proto(request))
+            return router_pb2.FeedbackResponse(
+                cache_entry_id=result.cache_entry_id, removed=result.removed
+            )
+
+        def fields(response: router_pb2.FeedbackResponse) -> dict[str, object]:
+            return {
+                "tenant": request.tenant,
+                "rating": router_pb2.FeedbackRating.Name(request.rating),
+                "cache_entry_id": response.cache_entry_id,
+                "removed": response.removed,
+            }
+
+        return await self._handle("Feedback", context, call, fields)
 
 
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:

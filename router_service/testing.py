@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from router_service.domain import CacheHit, CacheScope
-from router_service.errors import CacheUnavailableError
+from router_service.domain import CacheHit, CacheScope, FeedbackRating
+from router_service.errors import CacheUnavailableError, NotFoundError
 from router_service.settings import (
     TIERS,
     ModelSettings,
@@ -114,6 +114,7 @@ class FakeCache:
     similar: dict[str, tuple[str, float]] = field(default_factory=dict)
     lookups: list[tuple[str, CacheScope, float | None]] = field(default_factory=list)
     stores: list[tuple[str, CacheScope, str, str]] = field(default_factory=list)
+    marks: list[tuple[str, str, FeedbackRating]] = field(default_factory=list)
     lookup_delay_s: float = 0.0
 
     async def lookup(
@@ -153,3 +154,24 @@ class FakeCache:
             metadata=dict(metadata),
         )
         return entry_id
+
+    async def feedback(
+        self, entry_id: str, tenant: str, rating: FeedbackRating
+    ) -> bool:
+        if not self.available:
+            raise CacheUnavailableError("fake cache is down")
+        key = next(
+            (
+                key
+                for key, hit in self.entries.items()
+                if hit.entry_id == entry_id and key[1].tenant == tenant
+            ),
+            None,
+        )
+        if key is None:
+            raise NotFoundError(f"cache_entry_id {entry_id!r} not found")
+        self.marks.append((entry_id, tenant, rating))
+        if rating is FeedbackRating.BAD:
+            del self.entries[key]
+            return True
+        return False
