@@ -93,6 +93,39 @@ def result_from_hit(
     )
 
 
+def result_from_shared(
+    settings: RouterSettings,
+    answer: ModelAnswer,
+    entry_id: str,
+    request_id: str,
+    latency_ms: float,
+) -> RouteResult:
+    """Build the result of a request that reused a concurrent request's model call.
+
+    It costs nothing, because the request that made the call is billed for it.
+    As for a cache hit, the baseline is the shared call's tokens on the complex
+    tier.
+    """
+    completion = answer.completion
+    return RouteResult(
+        answer=completion.text,
+        tier=answer.tier,
+        model=answer.model.name,
+        cache_status=CacheStatus.SHARED,
+        similarity=0.0,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        baseline_cost_usd=baseline_cost_usd(
+            settings, completion.input_tokens, completion.output_tokens
+        ),
+        latency_ms=latency_ms,
+        request_id=request_id,
+        finish_reason=completion.finish_reason,
+        cache_entry_id=entry_id,
+    )
+
+
 def result_from_answer(
     settings: RouterSettings,
     answer: ModelAnswer,

@@ -21,6 +21,7 @@ from router_service.accounting import (
     ModelAnswer,
     result_from_answer,
     result_from_hit,
+    result_from_shared,
 )
 from router_service.backends.base import (
     Completion,
@@ -50,6 +51,7 @@ from router_service.errors import (
 from router_service.metrics import RouterMetrics
 from router_service.resilience import CircuitBreaker, call_with_retries
 from router_service.settings import TIERS, ModelSettings, RouterSettings
+from router_service.single_flight import SingleFlight, flight_key
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class Router:
         self._clock = clock
         self._classifier: TierClassifier | None = None
         self._accounting = accounting
+        self._flights: SingleFlight[tuple[ModelAnswer, str]] = SingleFlight(clock)
         resilience = settings.resilience
         self.breakers = {
             name: CircuitBreaker(
@@ -195,7 +198,9 @@ class Router:
             return await self._record(query, result)
 
         try:
-            answer = await self._call_chain(query, tier, deadline)
+            answer, entry_id, shared = await self._answer_miss(
+                query, status, tier, deadline, request_id
+            )
         except NoModelAvailableError:
             degraded = await self._degraded_result(
                 query, status, tier, request_id, started
@@ -204,16 +209,47 @@ class Router:
                 raise
             return await self._record(query, degraded)
 
-        entry_id = await self._store(query, status, answer, request_id)
-        result = result_from_answer(
-            self._settings,
-            answer,
-            status,
-            entry_id,
-            request_id,
-            self._elapsed_ms(started),
-        )
+        elapsed_ms = self._elapsed_ms(started)
+        if shared:
+            result = result_from_shared(
+                self._settings, answer, entry_id, request_id, elapsed_ms
+            )
+        else:
+            result = result_from_answer(
+                self._settings, answer, status, entry_id, request_id, elapsed_ms
+            )
         return await self._record(query, result)
+
+    async def _answer_miss(
+        self,
+        query: RouteQuery,
+        status: CacheStatus,
+        tier: str,
+        deadline: float | None,
+        request_id: str,
+    ) -> tuple[ModelAnswer, str, bool]:
+        """Call the model chain and store the answer, sharing identical calls.
+
+        Returns the answer, its cache entry id ("" when not stored) and whether
+        a concurrent identical request made the call. A request that bypasses
+        the cache never shares, because its caller asked for a fresh answer.
+        """
+
+        async def call_and_store() -> tuple[ModelAnswer, str]:
+            answer = await self._call_chain(query, tier, deadline)
+            return answer, await self._store(query, status, answer, request_id)
+
+        wait_s = self._settings.cache.single_flight_wait_s
+        if status is CacheStatus.BYPASSED or wait_s <= 0:
+            answer, entry_id = await call_and_store()
+            return answer, entry_id, False
+        wait_until = self._clock() + wait_s
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        (answer, entry_id), shared = await self._flights.run(
+            flight_key(query, tier), call_and_store, wait_until
+        )
+        return answer, entry_id, shared
 
     async def _record(self, query: RouteQuery, result: RouteResult) -> RouteResult:
         """Account for a finished request and return its result unchanged."""

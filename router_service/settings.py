@@ -118,12 +118,16 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Address of the cache service and the timeout of each call to it."""
+    """Address of the cache service, call timeout and miss handling."""
 
     target: str = "127.0.0.1:50052"
     timeout_s: float = 0.5
     # Lower similarity bound for a degraded answer when every model failed.
     degraded_min_similarity: float = 0.7
+    # How long a miss waits for a concurrent identical request's model call
+    # before calling the model itself; 0 turns single-flight off. The default
+    # matches the default model timeout_s.
+    single_flight_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         _require_address("cache.target", self.target)
@@ -134,6 +138,13 @@ class CacheSettings:
             "must be in (0, 1]",
             self.degraded_min_similarity,
             "Typical values are 0.6-0.8.",
+        )
+        _require(
+            self.single_flight_wait_s >= 0,
+            "cache.single_flight_wait_s",
+            "must be 0 or more seconds",
+            self.single_flight_wait_s,
+            "Use about one model timeout, or 0 to turn single-flight off.",
         )
 
 
