@@ -7,6 +7,9 @@ then calls the model itself. When the leader fails or is cancelled, one waiting
 follower takes over and makes the call, so no follower inherits another
 caller's error or waits on a call that will never finish.
 
+NOTE: a failure that repeats for every caller, such as a content refusal, still
+costs one call per request, made one after another.
+
 Flights live in one event loop of one router process, so replicas do not share
 calls with each other.
 """
