@@ -45,6 +45,8 @@ from router_service.local_stack import LocalStack, StackOptions, StackStartError
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PAIRS = {"local": 150, "simulator": 1500}
 TENANT = "replay"
+# Short answers keep the local model fast and within max_tokens.
+DEFAULT_SYSTEM_PROMPT = "Answer in one or two short sentences."
 CALL_TIMEOUT_S = 120.0
 
 _STATUS_NAMES = {
@@ -70,8 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("QUERYGATE_DATA_DIR", REPO.parent / "shared/data")),
-        help="folder that holds quora_qqp/qqp_pairs.csv (default: ../shared/data)",
+        help="folder that contains quora_qqp/qqp_pairs.csv (default: ../shared/data)",
     )
+
     parser.add_argument("--backend", choices=tuple(DEFAULT_PAIRS), default="local")
     parser.add_argument(
         "--pairs",
@@ -88,11 +91,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7, help="seed for sampling")
     parser.add_argument(
-        "--max-tokens", type=int, default=64, help="max_tokens of every request"
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="max_tokens of every request (default: 128). The router does not cache "
+        "an answer cut off at this limit, so a low value lowers the hit rate",
+    )
+    parser.add_argument(
+        "--system-prompt",
+        default=DEFAULT_SYSTEM_PROMPT,
+        help=f"system prompt of every request (default: {DEFAULT_SYSTEM_PROMPT!r})",
     )
     parser.add_argument(
         "--concurrency", type=int, default=1, help="Route calls in flight at once"
     )
+
     parser.add_argument(
         "--run-dir",
         type=Path,
@@ -105,6 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "starts no processes",
     )
     args = parser.parse_args(argv)
+
     if args.pairs is None:
         args.pairs = DEFAULT_PAIRS[args.backend]
     if args.pairs < 1:
@@ -117,12 +131,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def route_one(
-    stub: router_pb2_grpc.RouterServiceStub, query: PlannedQuery, max_tokens: int
+    stub: router_pb2_grpc.RouterServiceStub,
+    query: PlannedQuery,
+    template: router_pb2.RouteRequest,
 ) -> QueryResult:
-    """Send one query to the router and record the outcome; gRPC errors included."""
-    request = router_pb2.RouteRequest(
-        query=query.text, tenant=TENANT, max_tokens=max_tokens
-    )
+    """Send one query with the fields of template and record the outcome.
+
+    A gRPC error becomes a result with cache status "error" and the status code.
+    """
+    request = router_pb2.RouteRequest()
+    request.CopyFrom(template)
+    request.query = query.text
     started = time.perf_counter()
     try:
         response = stub.Route(request, timeout=CALL_TIMEOUT_S)
@@ -147,11 +166,16 @@ def route_one(
 def replay(
     router_address: str,
     plan: list[PlannedQuery],
-    max_tokens: int,
+    template: router_pb2.RouteRequest,
     concurrency: int,
     console: Console,
 ) -> list[QueryResult]:
-    """Send every planned query, showing progress, and return results in plan order."""
+    """Send every planned query, showing progress, and return results in plan order.
+
+    Every request copies template (tenant, system prompt, max_tokens). With
+    concurrency above 1, queries go out from a thread pool in plan order, so later
+    queries may overtake earlier ones.
+    """
     counts: Counter[str] = Counter()
     lock = threading.Lock()
     progress = Progress(
@@ -169,15 +193,21 @@ def replay(
         task = progress.add_task("replay", total=len(plan), counts="")
 
         def send(query: PlannedQuery) -> QueryResult:
-            result = route_one(stub, query, max_tokens)
+            result = route_one(stub, query, template)
             with lock:
                 counts[result.cache_status] += 1
                 shown = "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                 progress.update(task, advance=1, counts=shown)
             return result
 
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        if concurrency == 1:
+            return [send(query) for query in plan]
+        pool = ThreadPoolExecutor(max_workers=concurrency)
+        try:
             return list(pool.map(send, plan))
+        finally:
+            # On Ctrl-C, drop the queries not yet sent instead of sending them all.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def write_report(report: dict[str, Any], folder: Path, stem: str) -> list[Path]:
@@ -201,6 +231,7 @@ def _run_description(
         "repeats": sum(1 for query in plan if query.repeat),
         "seed": args.seed,
         "max_tokens": args.max_tokens,
+        "system_prompt": args.system_prompt,
         "concurrency": args.concurrency,
         "machine": f"{platform.machine()} Linux, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
@@ -211,7 +242,10 @@ def _timed_replay(
     args: argparse.Namespace, address: str, plan: list[PlannedQuery], console: Console
 ) -> tuple[list[QueryResult], float]:
     started = time.monotonic()
-    results = replay(address, plan, args.max_tokens, args.concurrency, console)
+    template = router_pb2.RouteRequest(
+        tenant=TENANT, system_prompt=args.system_prompt, max_tokens=args.max_tokens
+    )
+    results = replay(address, plan, template, args.concurrency, console)
     return results, time.monotonic() - started
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks.replay_plan import PlannedQuery
 
-# Cache statuses as the report names them, in display order; "error" is a failed call.
+# Cache statuses as the report names them, in display order. "error" is a failed call.
 STATUSES = ("exact_hit", "semantic_hit", "miss", "unavailable", "bypassed", "error")
 TIERS = ("simple", "medium", "complex")
 PERCENTILES = (50, 95, 99)
@@ -129,8 +129,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"{run['started_at']} on {run['machine']}; {run['pairs']} pairs, "
         f"{run['repeats']} exact repeats, seed {run['seed']}, "
-        f"max_tokens {run['max_tokens']}, concurrency {run['concurrency']}, "
-        f"{run['duration_s']:.1f} s.",
+        f"max_tokens {run['max_tokens']}, system prompt {run['system_prompt']!r}, "
+        f"concurrency {run['concurrency']}, {run['duration_s']:.1f} s.",
         "",
         "| cache status | queries | share |",
         "|---|---:|---:|",

@@ -54,7 +54,7 @@ def test_load_pairs_skips_empty_questions(tmp_path: Path) -> None:
 def test_load_pairs_names_missing_column(tmp_path: Path) -> None:
     _write_pairs(tmp_path, ["0,a,b\n"], header="pair_id,question1,question2\n")
 
-    with pytest.raises(ValueError, match="lacks the column"):
+    with pytest.raises(ValueError, match="is missing the column"):
         load_pairs(tmp_path, 1, random.Random(0))
 
 
@@ -168,6 +168,7 @@ def test_markdown_shows_every_section() -> None:
         "repeats": 0,
         "seed": 7,
         "max_tokens": 64,
+        "system_prompt": "Be brief.",
         "concurrency": 1,
         "duration_s": 1.0,
     }
