@@ -1,0 +1,113 @@
+"""End-to-end training on the tiny fixture data: artifact, manifest and CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router_service.classifier import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TIERS,
+    ComplexityClassifier,
+)
+from router_service.features import FEATURE_VERSION
+from training import datasets
+from training.__main__ import main
+from training.train import train
+
+
+@pytest.fixture
+def trained(tiny_data_dir: Path, tmp_path: Path) -> Path:
+    output = tmp_path / "artifact"
+    train(tiny_data_dir, output, seed=7)
+    return output
+
+
+def test_train_writes_model_and_manifest(trained: Path) -> None:
+    assert sorted(path.name for path in trained.iterdir()) == [
+        MANIFEST_FILE,
+        MODEL_FILE,
+    ]
+
+
+def test_manifest_records_versions_and_data(trained: Path, tiny_data_dir: Path) -> None:
+    manifest = json.loads((trained / MANIFEST_FILE).read_text())
+
+    assert manifest["feature_version"] == FEATURE_VERSION
+    assert manifest["labels"] == list(TIERS)
+    assert manifest["data_fingerprint"] == datasets.data_fingerprint(tiny_data_dir)
+    assert manifest["model_kind"] in {"logistic_regression", "gradient_boosting"}
+    assert set(manifest["metrics"]["validation"]) == {
+        "logistic_regression",
+        "gradient_boosting",
+    }
+    assert 0.0 <= manifest["metrics"]["test"]["accuracy"] <= 1.0
+    assert manifest["created_at"].endswith("+00:00")
+
+
+def test_trained_artifact_loads_and_separates_tiers(trained: Path) -> None:
+    classifier = ComplexityClassifier.load(trained)
+
+    easy = classifier.predict("Which animal says moo on farm 9001?")
+    hard = classifier.predict(
+        "Write a lock-free queue in C++ for 9001 producers and explain the memory "
+        "order."
+    )
+
+    # The tiny data calibrate thresholds on three questions, so the test checks the
+    # most probable tier, not the calibrated decision.
+    assert max(easy.probabilities, key=easy.probabilities.__getitem__) == "simple"
+    assert max(hard.probabilities, key=hard.probabilities.__getitem__) == "complex"
+    assert (
+        classifier.version
+        == json.loads((trained / MANIFEST_FILE).read_text())["version"]
+    )
+
+
+def test_training_is_deterministic(tiny_data_dir: Path, tmp_path: Path) -> None:
+    first = train(tiny_data_dir, tmp_path / "a", seed=3)
+    second = train(tiny_data_dir, tmp_path / "b", seed=3)
+
+    first.test_metrics.pop("fit_seconds")
+    second.test_metrics.pop("fit_seconds")
+    assert first.test_metrics == second.test_metrics
+    assert first.model_kind == second.model_kind
+    assert first.manifest["decision_policy"] == second.manifest["decision_policy"]
+
+
+def test_retraining_replaces_artifact(tiny_data_dir: Path, trained: Path) -> None:
+    before = json.loads((trained / MANIFEST_FILE).read_text())["version"]
+    train(tiny_data_dir, trained, seed=8)
+    after = json.loads((trained / MANIFEST_FILE).read_text())["version"]
+
+    assert after != before
+    assert not list(trained.parent.glob(".staging-*"))
+    assert not list(trained.parent.glob(".retired-*"))
+
+
+def test_cli_trains_into_output_dir(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "cli-artifact"
+
+    code = main(
+        ["train", "--data-dir", str(tiny_data_dir), "--output-dir", str(output)]
+    )
+
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert (output / MANIFEST_FILE).is_file()
+    assert "macro-F1" in printed
+    assert "confusion matrix" in printed
+
+
+def test_cli_reports_missing_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--data-dir", str(tmp_path / "nowhere")])
+
+    assert code == 2
+    assert "Pass --data-dir" in capsys.readouterr().err

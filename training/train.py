@@ -1,0 +1,171 @@
+"""Train the complexity classifier: label, split, compare candidates, save the best.
+
+Every candidate is fitted on the train split and scored on the validation split by
+macro-F1. The winner is refitted on train plus validation and scored once on the
+test split, whose numbers go to the console and the manifest.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from router_service.classifier import TIERS, DecisionPolicy
+from training import datasets
+from training.artifact import write_artifact
+from training.datasets import LabelledQuery
+from training.metrics import classification_metrics, format_metrics
+from training.models import CANDIDATES
+from training.routing import RoutingTable, calibrate, is_routable
+
+DEFAULT_SEED = 20240809
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training run produced: the winner, its scores and the manifest."""
+
+    model_kind: str
+    validation_scores: dict[str, dict[str, Any]]
+    test_metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def texts_and_tiers(items: list[LabelledQuery]) -> tuple[list[str], list[str]]:
+    """Split labelled queries into parallel lists of texts and tier labels."""
+    return [item.text for item in items], [item.tier for item in items]
+
+
+def fit_and_score(
+    pipeline: Pipeline, train: list[LabelledQuery], score_on: list[LabelledQuery]
+) -> dict[str, Any]:
+    """Fit `pipeline` on `train` and return its metrics on `score_on`."""
+    texts, tiers = texts_and_tiers(train)
+    started = time.perf_counter()
+    pipeline.fit(texts, tiers)
+    fit_seconds = time.perf_counter() - started
+    score_texts, expected = texts_and_tiers(score_on)
+    metrics = classification_metrics(expected, list(pipeline.predict(score_texts)))
+    metrics["fit_seconds"] = round(fit_seconds, 1)
+    return metrics
+
+
+def describe_labels(items: list[LabelledQuery]) -> str:
+    """Summarise the tier counts per source as a text table."""
+    counts = collections.Counter((item.source, item.tier) for item in items)
+    sources = sorted({item.source for item in items})
+    lines = [f"{'source':<28}" + "".join(f"{tier:>9}" for tier in TIERS)]
+    for source in sources:
+        cells = "".join(f"{counts[(source, tier)]:>9d}" for tier in TIERS)
+        lines.append(f"{source:<28}{cells}")
+    return "\n".join(lines)
+
+
+def calibrate_policy(
+    pipeline: Pipeline, validation: list[LabelledQuery]
+) -> DecisionPolicy:
+    """Calibrate decision thresholds on the routable validation questions.
+
+    `pipeline` must not have seen the validation split, so that its probabilities
+    there are as uncertain as on new queries.
+    """
+    table = RoutingTable.from_items(validation)
+    routable = [item.text for item in validation if is_routable(item)]
+    if not routable:
+        print("no routable validation questions: keeping the most probable tier")
+        return DecisionPolicy()
+    probabilities = probabilities_in_tier_order(pipeline, routable)
+    policy = calibrate(table, probabilities)
+    print(
+        f"calibrated thresholds on {len(table)} validation questions: "
+        f"complex >= {policy.complex_threshold}, medium >= {policy.medium_threshold}, "
+        f"min confidence {policy.min_confidence}"
+    )
+    return policy
+
+
+def probabilities_in_tier_order(
+    pipeline: Pipeline, texts: list[str]
+) -> NDArray[np.float64]:
+    """Return `predict_proba` with columns reordered to TIERS."""
+    raw = pipeline.predict_proba(texts)
+    classes = [str(name) for name in pipeline.classes_]
+    return np.asarray(raw[:, [classes.index(tier) for tier in TIERS]], dtype=np.float64)
+
+
+def train(
+    data_dir: Path,
+    output_dir: Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    candidates: tuple[str, ...] = tuple(CANDIDATES),
+) -> TrainingResult:
+    """Run the whole training and write the artifact to `output_dir`.
+
+    Raises:
+        FileNotFoundError: a data file is missing under `data_dir`.
+        KeyError: a candidate name is not in CANDIDATES.
+    """
+    # NOTE: one OpenMP thread. On a shared 2-core machine (load average 10),
+    # HistGradientBoosting fitted about 10 times slower with two threads than one.
+    with threadpool_limits(limits=1):
+        return _train(data_dir, output_dir, seed, candidates)
+
+
+def _train(
+    data_dir: Path, output_dir: Path, seed: int, candidates: tuple[str, ...]
+) -> TrainingResult:
+    items = datasets.load_all(data_dir)
+    groups = datasets.split(items)
+    print(f"{len(items)} labelled questions after de-duplication")
+    print(describe_labels(items))
+    print("split sizes: " + ", ".join(f"{k} {len(v)}" for k, v in groups.items()))
+
+    validation_scores: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, Pipeline] = {}
+    for name in candidates:
+        fitted[name] = CANDIDATES[name](seed)
+        scores = fit_and_score(fitted[name], groups["train"], groups["validation"])
+        validation_scores[name] = scores
+        print(
+            f"validation {name:<20} accuracy {scores['accuracy']:.3f} "
+            f"macro-F1 {scores['macro_f1']:.3f} (fit {scores['fit_seconds']} s)"
+        )
+    winner = max(
+        validation_scores, key=lambda name: validation_scores[name]["macro_f1"]
+    )
+    print(f"kept {winner} (best validation macro-F1)")
+    policy = calibrate_policy(fitted[winner], groups["validation"])
+
+    final = CANDIDATES[winner](seed)
+    test_metrics = fit_and_score(
+        final, groups["train"] + groups["validation"], groups["test"]
+    )
+    print("held-out test split:")
+    print(format_metrics(test_metrics))
+
+    manifest = write_artifact(
+        final,
+        output_dir,
+        {
+            "model_kind": winner,
+            "data_fingerprint": datasets.data_fingerprint(data_dir),
+            "metrics": {"test": test_metrics, "validation": validation_scores},
+            "policy": policy,
+            "training": {
+                "seed": seed,
+                "split_sizes": {name: len(group) for name, group in groups.items()},
+                "label_counts": dict(collections.Counter(item.tier for item in items)),
+            },
+        },
+    )
+    print(f"wrote {output_dir} version {manifest['version']}")
+    return TrainingResult(winner, validation_scores, test_metrics, manifest)
