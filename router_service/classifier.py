@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import sklearn
 import skops.io
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
 
 from router_service.features import (
     FEATURE_VERSION,
@@ -209,6 +211,7 @@ class ComplexityClassifier:
         self.version: str = str(manifest["version"])
         classes = [str(name) for name in pipeline.classes_]
         self._column_by_tier = {tier: classes.index(tier) for tier in TIERS}
+        self._linear = LinearFastPath.from_pipeline(pipeline)
 
     @classmethod
     def load(cls, directory: Path) -> ComplexityClassifier:
@@ -242,7 +245,10 @@ class ComplexityClassifier:
 
     def predict_probabilities(self, queries: Sequence[str]) -> np.ndarray:
         """Return model probabilities, one row per query, columns in TIERS order."""
-        raw = self._pipeline.predict_proba(list(queries))
+        if self._linear is not None:
+            raw = self._linear.predict_proba(list(queries))
+        else:
+            raw = self._pipeline.predict_proba(list(queries))
         columns = [self._column_by_tier[tier] for tier in TIERS]
         return np.asarray(raw[:, columns], dtype=np.float64)
 
@@ -256,6 +262,61 @@ class ComplexityClassifier:
         row = self.predict_probabilities([query])[0]
         probabilities = {tier: float(row[i]) for i, tier in enumerate(TIERS)}
         return TierPrediction(self.policy.decide(probabilities), probabilities)
+
+
+class LinearFastPath:
+    """The fitted feature steps and logistic-regression weights, applied directly.
+
+    Pipeline.predict_proba on one query spent most of its time in FeatureUnion and
+    input validation (about 6 ms against 0.5 ms for the three transformers, on a
+    loaded 2-core machine). This path calls the same fitted transformers and
+    computes the multinomial softmax itself. A test checks that it matches
+    predict_proba.
+    """
+
+    def __init__(
+        self,
+        truncate: Any,
+        transformers: Sequence[Any],
+        coefficients: np.ndarray,
+        intercepts: np.ndarray,
+    ) -> None:
+        self._truncate = truncate
+        self._transformers = list(transformers)
+        self._coefficients = coefficients
+        self._intercepts = intercepts
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any) -> LinearFastPath | None:
+        """Build the fast path, or return None when the pipeline has another shape."""
+        steps = getattr(pipeline, "named_steps", {})
+        model, features = steps.get("model"), steps.get("features")
+        if not isinstance(model, LogisticRegression) or len(steps) != 2:
+            return None
+        if len(model.classes_) < 3 or not isinstance(features, Pipeline):
+            return None
+        (_, truncate), (_, union) = features.steps
+        if not isinstance(union, FeatureUnion):
+            return None
+        transformers = [transformer for _, transformer in union.transformer_list]
+        coefficients = np.ascontiguousarray(model.coef_.T, dtype=np.float64)
+        intercepts = np.asarray(model.intercept_, dtype=np.float64)
+        return cls(truncate, transformers, coefficients, intercepts)
+
+    def predict_proba(self, queries: list[str]) -> np.ndarray:
+        """Return class probabilities in the model's class order."""
+        texts = self._truncate.transform(queries)
+        # Each block multiplies its own rows of the weights: no hstack of blocks.
+        scores = np.tile(self._intercepts, (len(texts), 1))
+        start = 0
+        for transformer in self._transformers:
+            block = transformer.transform(texts)
+            end = start + block.shape[1]
+            scores += np.asarray(block @ self._coefficients[start:end])
+            start = end
+        scores -= scores.max(axis=1, keepdims=True)
+        exponentials = np.exp(scores)
+        return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 def load_pipeline(path: Path) -> Any:

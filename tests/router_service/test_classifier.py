@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from router_service.classifier import (
@@ -101,6 +102,24 @@ def test_odd_input_never_raises(classifier: ComplexityClassifier, query: str) ->
 
     assert prediction.tier in TIERS
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_fast_path_matches_pipeline(classifier: ComplexityClassifier) -> None:
+    queries = [
+        "What is the capital of France?",
+        r"Solve $x^2 - 5x + 6 = 0$ and explain each step.",
+        "Write a function to reverse a linked list in Rust.",
+        "word " * 3000,
+        "Où est la gare ?",
+    ]
+    pipeline = classifier._pipeline
+    expected = pipeline.predict_proba(queries)
+    columns = [list(pipeline.classes_).index(tier) for tier in TIERS]
+
+    assert classifier._linear is not None
+    np.testing.assert_allclose(
+        classifier.predict_probabilities(queries), expected[:, columns], atol=1e-9
+    )
 
 
 def test_question_about_code_goes_to_model() -> None:
