@@ -1,4 +1,4 @@
-"""Replay real Quora questions through the router; report hits, cost and latency.
+"""Replay real Quora questions through the router and report hits, cost and latency.
 
 `python -m benchmarks.replay` (what `make demo` calls) starts the local stack on free
 ports, sends both questions of randomly chosen Quora pairs over gRPC, shuffled and with
