@@ -19,6 +19,7 @@ _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?")
 # Capitalized words after the first token are taken as names. Crude, but it needs
 # no model and catches "Paris" vs "Lyon" in otherwise identical questions.
 _NAME = re.compile(r"(?<=[\s(\"'])[A-Z][\w.-]*")
+_BOTH_SIDES = re.compile(r"\b(?:or|why) not\b")
 _NUMBER_WORDS = {
     "zero": "0",
     "one": "1",
@@ -121,11 +122,13 @@ class QueryTokens:
 
 def tokenize(text: str) -> QueryTokens:
     """Split ``text`` into lower-case words, numbers, a negation count and names."""
-    plain = unicodedata.normalize("NFKC", text)
+    plain = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
     names = frozenset(name.casefold().strip(".-") for name in _NAME.findall(plain))
     words: list[str] = []
     numbers: list[str] = []
     negations = 0
+    # "Why or why not?" and "... or not?" ask for both sides, not for a negation.
+    negations -= len(_BOTH_SIDES.findall(plain.casefold()))
     for raw in _TOKEN.findall(plain.casefold()):
         word = _NUMBER_WORDS.get(raw, raw)
         if word.endswith("n't"):
@@ -210,7 +213,10 @@ def _order_discordance(
     """Return the fraction of shared-word pairs whose order differs (Kendall tau)."""
     first_position = {word: i for i, word in reversed(list(enumerate(first)))}
     second_position = {word: i for i, word in reversed(list(enumerate(second)))}
-    ranks = [second_position[word] for word in sorted(shared, key=first_position.get)]
+    ranks = [
+        second_position[word]
+        for word in sorted(shared, key=lambda word: first_position[word])
+    ]
     pairs = len(ranks) * (len(ranks) - 1) // 2
     if pairs == 0:
         return 0.0

@@ -26,6 +26,7 @@ SHARED_ENV_NAMES = {
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+GUARD_MODES = ("on", "off")
 _TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folder path"}
 
 
@@ -62,6 +63,11 @@ class CacheSettings:
     # Folder that receives the ONNX export on first start. Ignored by "torch".
     onnx_dir: Path | None = Path("var/onnx")
     max_workers: int = 8
+    # "on" rejects semantic candidates whose numbers, negation, names or word order
+    # differ from the query (see cache_service.guard). "off" serves on cosine alone.
+    false_hit_guard: str = "on"
+    # Empty: the verifier committed in cache_service/models/guard.
+    guard_verifier_dir: Path | None = None
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -236,6 +242,21 @@ def _check_model_dir(settings: CacheSettings) -> None:
     )
 
 
+def _check_guard(settings: CacheSettings) -> None:
+    _require(
+        settings.false_hit_guard in GUARD_MODES,
+        f"false_hit_guard must be one of {list(GUARD_MODES)}; got "
+        f"{settings.false_hit_guard!r}. "
+        f"Set {env_name('false_hit_guard')} to on or off.",
+    )
+    directory = settings.guard_verifier_dir
+    _require(
+        directory is None or directory.is_dir(),
+        f"guard_verifier_dir must be an existing folder; got {directory}. "
+        "Leave it empty to use the committed verifier.",
+    )
+
+
 _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_similarity,
     _check_positive,
@@ -243,4 +264,5 @@ _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_logging,
     _check_embedding_backend,
     _check_model_dir,
+    _check_guard,
 )

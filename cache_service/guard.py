@@ -1,0 +1,180 @@
+"""The false-hit guard: rejects a semantic hit whose meaning differs from the query.
+
+The embedding barely moves when a number, a "not", a name or the order of two roles
+changes ("Convert 5 km to miles" and "Convert 50 km to miles" have a cosine of
+0.85). The guard looks at the words of the two queries: rules reject pairs with
+different numbers, a negation on one side only, or opposite words, and a logistic
+verifier trained by ``python -m training.guard_verifier`` scores the rest from the
+features in ``cache_service.pair_features``. The stored side is the entry's
+normalized text, so names are only detected in the incoming query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from cache_service.errors import SettingsError
+from cache_service.pair_features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    QueryTokens,
+    pair_features,
+    tokenize,
+)
+from cache_service.settings import CacheSettings
+
+ARTIFACT_FORMAT = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "verifier.json"
+RETRAIN_HINT = (
+    "Retrain it with `python -m training.guard_verifier --data-dir PATH`, or set "
+    "guard_verifier_dir to a folder written by that command."
+)
+# Rules that reject on their own, by feature name. Each one flags a meaning change
+# that no amount of shared wording makes safe.
+RULE_FEATURES = ("number_mismatch", "negation_mismatch", "opposite_words")
+
+
+def default_verifier_dir() -> Path:
+    """Return the folder of the committed verifier artifact."""
+    return Path(__file__).resolve().parent / "models" / "guard"
+
+
+class GuardArtifactError(SettingsError):
+    """The verifier artifact is missing, altered, or built for other features."""
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """Verdict on one candidate. ``reason`` names the rule, or "verifier"."""
+
+    accepted: bool
+    reason: str = ""
+    score: float = 1.0
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A logistic model over standardized pair features, and its accept threshold."""
+
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    coefficients: tuple[float, ...]
+    intercept: float
+    threshold: float
+    version: str
+
+    def score(self, features: list[float]) -> float:
+        """Return the probability that one answer serves both queries."""
+        logit = self.intercept
+        for value, mean, scale, weight in zip(
+            features, self.means, self.scales, self.coefficients, strict=True
+        ):
+            logit += weight * (value - mean) / scale
+        return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
+
+    @classmethod
+    def load(cls, directory: Path) -> Verifier:
+        """Read and check the artifact in ``directory``.
+
+        Raises:
+            GuardArtifactError: a file is missing or unreadable, the weights do not
+                match the manifest's hash, or the feature version or names differ.
+        """
+        manifest = _read_json(directory / MANIFEST_FILE)
+        weights_path = directory / WEIGHTS_FILE
+        try:
+            weights_bytes = weights_path.read_bytes()
+        except OSError as error:
+            raise GuardArtifactError(
+                f"cannot read guard verifier weights {weights_path}: {error}. "
+                + RETRAIN_HINT
+            ) from None
+        _check_manifest(manifest, hashlib.sha256(weights_bytes).hexdigest(), directory)
+        weights = json.loads(weights_bytes)
+        return cls(
+            means=tuple(weights["means"]),
+            scales=tuple(weights["scales"]),
+            coefficients=tuple(weights["coefficients"]),
+            intercept=float(weights["intercept"]),
+            threshold=float(weights["threshold"]),
+            version=str(manifest["version"]),
+        )
+
+
+class FalseHitGuard:
+    """Decides whether a candidate above the cosine threshold may be served.
+
+    Thread-safe: it holds no mutable state. A decision takes tens of microseconds.
+    """
+
+    def __init__(self, verifier: Verifier | None) -> None:
+        # Without a verifier only the rules apply.
+        self._verifier = verifier
+        self._rule_positions = [FEATURE_NAMES.index(name) for name in RULE_FEATURES]
+
+    @property
+    def verifier(self) -> Verifier | None:
+        return self._verifier
+
+    def check(
+        self, query: QueryTokens, stored_normalized: str, cosine: float
+    ) -> GuardDecision:
+        """Judge serving the entry stored as ``stored_normalized`` to ``query``."""
+        features = pair_features(cosine, tokenize(stored_normalized), query)
+        for name, position in zip(RULE_FEATURES, self._rule_positions, strict=True):
+            if features[position]:
+                return GuardDecision(accepted=False, reason=name, score=0.0)
+        if self._verifier is None:
+            return GuardDecision(accepted=True)
+        score = self._verifier.score(features)
+        if score < self._verifier.threshold:
+            return GuardDecision(accepted=False, reason="verifier", score=score)
+        return GuardDecision(accepted=True, score=score)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise GuardArtifactError(
+            f"cannot read guard verifier manifest {path}: {error}. " + RETRAIN_HINT
+        ) from None
+    if not isinstance(document, dict):
+        raise GuardArtifactError(
+            f"guard verifier manifest {path} must be a JSON object. " + RETRAIN_HINT
+        )
+    return document
+
+
+def _check_manifest(
+    manifest: dict[str, object], weights_sha256: str, directory: Path
+) -> None:
+    expected = {
+        "format": ARTIFACT_FORMAT,
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "weights_sha256": weights_sha256,
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise GuardArtifactError(
+                f"guard verifier in {directory} is invalid: manifest {key} is "
+                f"{manifest.get(key)!r}, expected {value!r}. " + RETRAIN_HINT
+            )
+
+
+def build_guard(settings: CacheSettings) -> FalseHitGuard | None:
+    """Return the guard that ``settings`` ask for, or None when it is off.
+
+    Raises:
+        GuardArtifactError: the verifier artifact is missing or invalid.
+    """
+    if settings.false_hit_guard == "off":
+        return None
+    directory = settings.guard_verifier_dir or default_verifier_dir()
+    return FalseHitGuard(Verifier.load(directory))
