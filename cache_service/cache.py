@@ -30,7 +30,9 @@ from cache_service.entries import (
     reason_not_cacheable,
 )
 from cache_service.errors import InvalidRequestError
+from cache_service.guard import build_guard
 from cache_service.normalize import normalize_query
+from cache_service.pair_features import QueryTokens, tokenize
 from cache_service.persistence import EntryStore
 from cache_service.scope import Scope
 from cache_service.settings import CacheSettings
@@ -65,6 +67,7 @@ class SemanticCache:
         self._entries: OrderedDict[int, CacheEntry] = OrderedDict()
         self._exact: dict[tuple[str, str], int] = {}
         self._index = PartitionedIndex(embedder.dimension)
+        self._guard = build_guard(settings)
         self._by_tenant: dict[str, set[int]] = {}
         self._next_id = 1
         self._memory_bytes = 0
@@ -106,11 +109,14 @@ class SemanticCache:
             return LookupOutcome(hit=False)
 
         vector = self._embedder.embed([request.query])[0]
+        tokens = tokenize(request.query) if self._guard is not None else None
         threshold = request.min_similarity
         if threshold is None:
             threshold = self._settings.min_cosine_similarity
         with self._lock:
-            outcome = self._lookup_semantic(scope_key, vector, threshold, self._clock())
+            outcome = self._lookup_semantic(
+                scope_key, vector, threshold, self._clock(), tokens
+            )
             if outcome.hit:
                 self._semantic_hits += 1
             else:
@@ -301,7 +307,12 @@ class SemanticCache:
         )
 
     def _lookup_semantic(
-        self, scope_key: str, vector: Vectors, threshold: float, now: float
+        self,
+        scope_key: str,
+        vector: Vectors,
+        threshold: float,
+        now: float,
+        tokens: QueryTokens | None,
     ) -> LookupOutcome:
         candidates = self._index.search(
             scope_key, vector, self._settings.search_candidates
@@ -317,6 +328,11 @@ class SemanticCache:
             similarity = min(score, 1.0)
             if similarity < threshold:
                 return LookupOutcome(hit=False, similarity=similarity)
+            if tokens is not None and not self._guard_accepts(
+                tokens, entry, similarity
+            ):
+                # A later candidate may still be a paraphrase of the query.
+                continue
             self._entries.move_to_end(entry_id)
             return LookupOutcome(
                 hit=True,
@@ -326,6 +342,24 @@ class SemanticCache:
                 age_s=age,
             )
         return LookupOutcome(hit=False)
+
+    def _guard_accepts(
+        self, tokens: QueryTokens, entry: CacheEntry, similarity: float
+    ) -> bool:
+        if self._guard is None:
+            return True
+        decision = self._guard.check(tokens, entry.normalized_query, similarity)
+        if not decision.accepted:
+            logger.debug(
+                "guard_rejected",
+                extra={
+                    "entry_id": entry.entry_id,
+                    "reason": decision.reason,
+                    "similarity": round(similarity, 4),
+                    "score": round(decision.score, 4),
+                },
+            )
+        return decision.accepted
 
     def _load(self, entry_store: EntryStore) -> None:
         """Fill memory and the index from ``entry_store``, dropping expired entries."""

@@ -122,12 +122,12 @@ def test_tenant_never_sees_other_tenant_entry(
 def test_other_scope_misses(
     fake_cache: SemanticCache, fake_embedder: FakeEmbedder, other_scope: Scope
 ) -> None:
-    fake_embedder.set_similar("and in Python?", "and in Rust?", 0.99)
+    fake_embedder.set_similar("and how about Rust?", "and in Rust?", 0.99)
     _store(fake_cache, "and in Rust?", scope=ACME)
 
     assert not _lookup(fake_cache, "and in Rust?", scope=other_scope).hit
-    assert not _lookup(fake_cache, "and in Python?", scope=other_scope).hit
-    assert _lookup(fake_cache, "and in Python?", scope=ACME).hit
+    assert not _lookup(fake_cache, "and how about Rust?", scope=other_scope).hit
+    assert _lookup(fake_cache, "and how about Rust?", scope=ACME).hit
 
 
 def test_semantic_ttl_ends_before_exact_ttl(

@@ -1,0 +1,94 @@
+"""The false-hit guard through a real cache server: real model, FAISS and gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from cache_service.embedding import SentenceTransformerEmbedder
+from cache_service.testing import settings_for_tests, start_cache_server
+
+ACME = cache_pb2.Scope(tenant="acme", model="auto")
+STORED = "Convert 5 km to miles"
+OTHER_NUMBER = "Convert 50 km to miles"
+PARAPHRASE = "How do I convert 5 km to miles?"
+
+
+def open_stub(
+    embedder: SentenceTransformerEmbedder, guard: str
+) -> Iterator[cache_pb2_grpc.CacheServiceStub]:
+    settings = settings_for_tests(false_hit_guard=guard)
+    with (
+        start_cache_server(embedder, settings) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
+        stored = stub.Store(
+            cache_pb2.StoreRequest(
+                query=STORED, scope=ACME, answer="3.11 miles", finish_reason="stop"
+            )
+        )
+        assert stored.stored, stored.reason
+        yield stub
+
+
+@pytest.fixture
+def guarded(
+    real_embedder: SentenceTransformerEmbedder,
+) -> Iterator[cache_pb2_grpc.CacheServiceStub]:
+    yield from open_stub(real_embedder, "on")
+
+
+@pytest.fixture
+def unguarded(
+    real_embedder: SentenceTransformerEmbedder,
+) -> Iterator[cache_pb2_grpc.CacheServiceStub]:
+    yield from open_stub(real_embedder, "off")
+
+
+def lookup(
+    stub: cache_pb2_grpc.CacheServiceStub, query: str
+) -> cache_pb2.LookupResponse:
+    return stub.Lookup(cache_pb2.LookupRequest(query=query, scope=ACME))
+
+
+def test_guard_blocks_other_number(guarded: cache_pb2_grpc.CacheServiceStub) -> None:
+    response = lookup(guarded, OTHER_NUMBER)
+    assert not response.hit
+    assert response.answer == ""
+
+
+def test_guard_serves_paraphrase(guarded: cache_pb2_grpc.CacheServiceStub) -> None:
+    response = lookup(guarded, PARAPHRASE)
+    assert response.hit
+    assert response.layer == cache_pb2.HIT_LAYER_SEMANTIC
+    assert response.answer == "3.11 miles"
+
+
+def test_guard_off_serves_on_cosine(unguarded: cache_pb2_grpc.CacheServiceStub) -> None:
+    # Plain cosine puts the two numbers above the 0.85 threshold, which is the
+    # false hit the guard exists for.
+    response = lookup(unguarded, OTHER_NUMBER)
+    assert response.hit
+    assert response.similarity >= 0.85
+    assert response.answer == "3.11 miles"
+
+
+def test_guard_rejection_falls_through_to_paraphrase(
+    guarded: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    stored = guarded.Store(
+        cache_pb2.StoreRequest(
+            query="Convert 50 km to miles",
+            scope=ACME,
+            answer="31.07 miles",
+            finish_reason="stop",
+        )
+    )
+    assert stored.stored
+    response = lookup(guarded, "How do I convert 50 km to miles?")
+    assert response.hit
+    assert response.answer == "31.07 miles"
