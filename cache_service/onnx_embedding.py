@@ -29,6 +29,9 @@ from cache_service.onnx_export import (
 
 logger = logging.getLogger(__name__)
 
+# Texts per onnxruntime call, the batch size sentence-transformers uses by default.
+BATCH_SIZE = 32
+
 
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on onnxruntime, safe to call from many threads without a lock.
@@ -134,6 +137,15 @@ class OnnxEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
+        # Attention memory grows with batch size times squared padded length, so
+        # large inputs run in batches, as sentence-transformers does.
+        batches = [
+            self._embed_batch(texts[start : start + BATCH_SIZE])
+            for start in range(0, len(texts), BATCH_SIZE)
+        ]
+        return batches[0] if len(batches) == 1 else np.vstack(batches)
+
+    def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         encodings = self._tokenizer.encode_batch(list(texts))
         input_ids = np.array([item.ids for item in encodings], dtype=np.int64)
         mask = np.array([item.attention_mask for item in encodings], dtype=np.int64)

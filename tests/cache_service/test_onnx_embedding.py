@@ -16,7 +16,7 @@ from cache_service.cache import SemanticCache
 from cache_service.embedding import SentenceTransformerEmbedder, load_embedder
 from cache_service.entries import HitLayer, LookupQuery, StoreCommand
 from cache_service.errors import EmbeddingError, SettingsError
-from cache_service.onnx_embedding import OnnxEmbedder
+from cache_service.onnx_embedding import BATCH_SIZE, OnnxEmbedder
 from cache_service.onnx_export import (
     FP32_FILE,
     INT8_FILE,
@@ -258,3 +258,15 @@ def test_settings_read_backend_from_environment() -> None:
     )
     assert settings.embedding_backend == "onnx-int8"
     assert settings.onnx_dir == Path("/tmp/querygate-onnx")
+
+
+def test_many_texts_match_one_by_one(onnx_embedder: OnnxEmbedder) -> None:
+    texts = [f"{query} (variant {n})" for n in range(9) for query in QUERIES][:70]
+    assert len(texts) > 2 * BATCH_SIZE
+
+    together = onnx_embedder.embed(texts)
+
+    assert together.shape == (len(texts), 384)
+    for position in (0, BATCH_SIZE - 1, BATCH_SIZE, len(texts) - 1):
+        alone = onnx_embedder.embed([texts[position]])[0]
+        np.testing.assert_allclose(together[position], alone, atol=1e-5)
