@@ -69,7 +69,7 @@ class Verifier:
     version: str
 
     def score(self, features: list[float]) -> float:
-        """Return the probability that one answer serves both queries."""
+        """Compute the estimated probability that one stored answer serves both."""
         logit = self.intercept
         for value, mean, scale, weight in zip(
             features, self.means, self.scales, self.coefficients, strict=True
@@ -109,7 +109,8 @@ class Verifier:
 class FalseHitGuard:
     """Decides whether a candidate above the cosine threshold may be served.
 
-    Thread-safe: it holds no mutable state. A decision takes tens of microseconds.
+    Thread-safe, because it has no mutable state. One check took 0.14-0.30 ms on
+    average on a busy 2-core machine (``python -m training.guard_verifier``).
     """
 
     def __init__(self, verifier: Verifier | None) -> None:

@@ -1,10 +1,10 @@
 """Train and evaluate the false-hit guard's verifier on labelled query pairs.
 
 ``python -m training.guard_verifier --data-dir ../shared/data`` embeds the pairs of
-quora_qqp (seeded sample), paws_wiki and fow_cache_pairs (vectors cached under
-``var/guard_embeddings``), splits each dataset in half with a seeded shuffle, fits a
-logistic regression on the training half, picks the accept threshold on the
-training half, writes the artifact (JSON weights and a manifest) and reports hit and
+quora_qqp, paws_wiki and fow_cache_pairs, and caches the vectors under
+``var/guard_embeddings``. It splits each dataset in half with a seeded shuffle. A
+logistic regression and its accept threshold are fitted on the training half. The
+command writes the artifact (JSON weights and a manifest) and prints hit and
 false-hit rates with and without the guard on the held-out half.
 """
 
