@@ -41,6 +41,10 @@ class IndexVersionError(CacheError):
     """The stored entries were embedded by a different model or dimension."""
 
 
+class GuardArtifactError(SettingsError):
+    """The false-hit guard's verifier artifact is missing, altered or outdated."""
+
+
 STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     CacheError: grpc.StatusCode.INTERNAL,
     SettingsError: grpc.StatusCode.INTERNAL,
@@ -50,6 +54,7 @@ STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     EntryNotFoundError: grpc.StatusCode.NOT_FOUND,
     StorageError: grpc.StatusCode.UNAVAILABLE,
     IndexVersionError: grpc.StatusCode.FAILED_PRECONDITION,
+    GuardArtifactError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

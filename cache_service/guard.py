@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache_service.errors import SettingsError
+from cache_service.errors import GuardArtifactError
 from cache_service.pair_features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
@@ -42,10 +42,6 @@ RULE_FEATURES = ("number_mismatch", "negation_mismatch", "opposite_words")
 def default_verifier_dir() -> Path:
     """Return the folder of the committed verifier artifact."""
     return Path(__file__).resolve().parent / "models" / "guard"
-
-
-class GuardArtifactError(SettingsError):
-    """The verifier artifact is missing, altered, or built for other features."""
 
 
 @dataclass(frozen=True)
