@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.embedding import SentenceTransformerEmbedder
-from cache_service.testing import settings_for_tests, start_cache_server
+from cache_service.errors import GuardArtifactError
+from cache_service.guard import WEIGHTS_FILE, default_verifier_dir
+from cache_service.server import create_server
+from cache_service.testing import FakeEmbedder, settings_for_tests, start_cache_server
 
 ACME = cache_pb2.Scope(tenant="acme", model="auto")
 STORED = "Convert 5 km to miles"
@@ -92,3 +98,24 @@ def test_guard_rejection_falls_through_to_paraphrase(
     response = lookup(guarded, "How do I convert 50 km to miles?")
     assert response.hit
     assert response.answer == "31.07 miles"
+
+
+def test_tampered_verifier_keeps_server_not_serving(tmp_path: Path) -> None:
+    directory = tmp_path / "guard"
+    shutil.copytree(default_verifier_dir(), directory)
+    (directory / WEIGHTS_FILE).write_text("{}")
+    settings = settings_for_tests(guard_verifier_dir=directory)
+
+    running = create_server(settings, FakeEmbedder())
+    try:
+        with pytest.raises(RuntimeError, match="failed to load") as raised:
+            running.wait_until_serving(timeout_s=30)
+        assert isinstance(raised.value.__cause__, GuardArtifactError)
+        assert "training.guard_verifier" in str(raised.value.__cause__)
+        with grpc.insecure_channel(running.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        running.stop(grace_s=1)
