@@ -67,9 +67,9 @@ class ClassifierArtifactError(Exception):
 class TierPrediction:
     """The chosen tier, the probability of each tier, and what decided the tier.
 
-    `rule` is "model" when the classifier decided, otherwise the name of the fixed
-    rule that applied ("empty", "too_long", "non_english", "code_only"); then the
-    probabilities put 1.0 on the rule's tier.
+    `rule` is "model" when the classifier decided. Otherwise it is the name of the
+    fixed rule that applied ("empty", "too_long", "non_english", "code_only"), and
+    the probabilities put 1.0 on the rule's tier.
     """
 
     tier: str
@@ -79,7 +79,7 @@ class TierPrediction:
 
 @dataclass(frozen=True)
 class DecisionPolicy:
-    """How class probabilities become a tier.
+    """Rule that turns class probabilities into a tier.
 
     With thresholds set, the tier is complex when P(complex) reaches
     `complex_threshold`, else medium when P(medium) + P(complex) reaches

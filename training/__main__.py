@@ -17,7 +17,8 @@ DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one sub-command per task."""
     parser = argparse.ArgumentParser(
-        prog="python -m training", description="Train the complexity classifier."
+        prog="python -m training",
+        description="Train and evaluate the complexity classifier.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train and write the artifact")

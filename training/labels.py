@@ -21,16 +21,6 @@ from collections.abc import Mapping
 
 from router_service.classifier import TIERS
 
-SIMPLE_MODEL = "mistral-7b"
-MEDIUM_MODEL = "mixtral-8x7b"
-COMPLEX_MODEL = "gpt-4-1106"
-
-MODEL_BY_TIER: Mapping[str, str] = {
-    "simple": SIMPLE_MODEL,
-    "medium": MEDIUM_MODEL,
-    "complex": COMPLEX_MODEL,
-}
-
 
 def derive_tier(correct_by_tier: Mapping[str, bool | None]) -> str | None:
     """Derive the tier label of one question from its tier models' outcomes.
