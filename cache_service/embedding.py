@@ -167,7 +167,10 @@ def load_embedder(
             f"embedding backend must be torch, onnx or onnx-int8; got {backend!r}"
         )
     if onnx_dir is None:
-        raise EmbeddingError(f"the {backend} backend needs a folder in onnx_dir")
+        raise EmbeddingError(
+            f"the {backend} backend needs a folder in onnx_dir; got none. "
+            "Set onnx_dir, for example to var/onnx."
+        )
     # Imported here so that the torch backend does not need onnxruntime.
     from cache_service.onnx_embedding import OnnxEmbedder
 

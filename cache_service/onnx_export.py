@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 MANIFEST_FILE = "manifest.json"
-# Opset 17 has LayerNormalization as one operator, and onnxruntime 1.17+ runs it.
+# Opset 17 is the first with LayerNormalization as a single operator.
 OPSET = 17
 # Bumped when the export or quantization recipe changes, so old files are replaced.
 RECIPE_VERSION = 1
@@ -216,8 +216,8 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         scratch_file = Path(scratch) / target.name
-        # Per-channel weights keep short queries closer to fp32: on 300 Quora
-        # questions the lowest cosine to fp32 rose from 0.86 to 0.96.
+        # Per-channel weights keep short queries closer to fp32. On 300 Quora
+        # questions and three short texts, the lowest cosine rose from 0.86 to 0.96.
         quantize_dynamic(
             source, scratch_file, weight_type=QuantType.QInt8, per_channel=True
         )

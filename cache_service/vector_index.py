@@ -19,9 +19,9 @@ from cache_service.embedding import Vectors
 
 logger = logging.getLogger(__name__)
 
-# Above this many vectors one flat search costs more than embedding the query: a
-# flat search of 20,000 vectors took 1.7 ms on one core of a 2-core machine under
-# load, and it grows linearly with the partition.
+# Flat search time grows linearly with the partition. One search of 20,000 vectors
+# took 1.7 to 4.5 ms on one core of a loaded 2-core machine, a large share of a
+# lookup, so bigger partitions switch to an approximate index.
 DEFAULT_IVF_MIN_VECTORS = 20_000
 # Inverted lists probed per search. See docs/cache_speed.md for the measured recall.
 DEFAULT_NPROBE = 16
@@ -89,8 +89,8 @@ class VectorIndex:
         new_ids = {int(entry_id) for entry_id in id_array}
         duplicates = sorted(new_ids & self._ids)
         if duplicates or len(new_ids) != len(id_array):
-            shown = duplicates[0] if duplicates else int(id_array[0])
-            raise ValueError(f"id {shown} is already in the index")
+            first_duplicate = duplicates[0] if duplicates else int(id_array[0])
+            raise ValueError(f"id {first_duplicate} is already in the index")
         self._index.add_with_ids(matrix, id_array)
         self._ids |= new_ids
         self._resize_if_needed()
@@ -177,7 +177,7 @@ def _ivf_index(dimension: int, training: Vectors, nprobe: int) -> faiss.Index:
     index.train(training)
     index.nprobe = min(nprobe, lists)
     # A hash-table direct map lets reconstruct() and remove_ids() work by entry id.
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     return index
 
 

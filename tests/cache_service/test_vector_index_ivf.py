@@ -123,15 +123,15 @@ def test_shrunk_index_returns_to_exact_flat_search(
     ids = np.arange(STORED, dtype=np.int64)
     index = VectorIndex(384, ivf_min_vectors=IVF_MIN_VECTORS)
     index.add(ids.tolist(), stored)
-    kept = IVF_MIN_VECTORS // 2 - 1
+    remaining = IVF_MIN_VECTORS // 2 - 1
 
-    index.remove(range(kept, STORED))
+    index.remove(range(remaining, STORED))
 
     assert index.kind == "flat"
-    assert len(index) == kept
+    assert len(index) == remaining
     for query in queries[:50]:
         found = [entry_id for entry_id, _ in index.search(query, K)]
-        assert found == _oracle(ids[:kept], stored[:kept], query)
+        assert found == _oracle(ids[:remaining], stored[:remaining], query)
 
 
 def test_ivf_rejects_duplicate_id(quora_vectors: tuple[Vectors, Vectors]) -> None:
