@@ -173,5 +173,7 @@ def build_guard(settings: CacheSettings) -> FalseHitGuard | None:
     """
     if settings.false_hit_guard == "off":
         return None
+    if settings.false_hit_guard == "rules":
+        return FalseHitGuard(None)
     directory = settings.guard_verifier_dir or default_verifier_dir()
     return FalseHitGuard(Verifier.load(directory))

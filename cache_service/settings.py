@@ -26,7 +26,7 @@ SHARED_ENV_NAMES = {
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
-GUARD_MODES = ("on", "off")
+GUARD_MODES = ("on", "rules", "off")
 _TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folder path"}
 
 
@@ -64,7 +64,8 @@ class CacheSettings:
     onnx_dir: Path | None = Path("var/onnx")
     max_workers: int = 8
     # "on" rejects semantic candidates whose numbers, negation, names or word order
-    # differ from the query (see cache_service.guard). "off" serves on cosine alone.
+    # differ from the query (see cache_service.guard). "rules" applies the rules but
+    # not the verifier. "off" serves on cosine alone.
     false_hit_guard: str = "on"
     # Empty: the verifier committed in cache_service/models/guard.
     guard_verifier_dir: Path | None = None
@@ -247,7 +248,7 @@ def _check_guard(settings: CacheSettings) -> None:
         settings.false_hit_guard in GUARD_MODES,
         f"false_hit_guard must be one of {list(GUARD_MODES)}; got "
         f"{settings.false_hit_guard!r}. "
-        f"Set {env_name('false_hit_guard')} to on or off.",
+        f"Set {env_name('false_hit_guard')} to on, rules or off.",
     )
     directory = settings.guard_verifier_dir
     _require(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cache_service.errors import SettingsError
 from cache_service.guard import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -172,6 +173,17 @@ def test_missing_manifest_is_rejected(tmp_path: Path) -> None:
 
 def test_guard_setting_off_builds_no_guard() -> None:
     assert build_guard(settings_for_tests(false_hit_guard="off")) is None
+
+
+def test_guard_setting_rules_builds_no_verifier() -> None:
+    built = build_guard(settings_for_tests(false_hit_guard="rules"))
+    assert built is not None
+    assert built.verifier is None
+
+
+def test_guard_setting_rejects_unknown_mode() -> None:
+    with pytest.raises(SettingsError, match="false_hit_guard must be one of"):
+        settings_for_tests(false_hit_guard="strict")
 
 
 def test_guard_setting_on_by_default() -> None:
