@@ -137,7 +137,9 @@ def calibrate(
     """Pick the cheapest grid policy that keeps a fraction of always-complex quality.
 
     Ties in cost go to the higher quality. When no policy reaches the target, the
-    one with the highest quality is returned.
+    result is the most probable tier with no thresholds: the highest-quality grid
+    point is then nearly always "complex for everything", which would make routing
+    pointless. `target["reached"]` records which case applied.
 
     Raises:
         ValueError: there are no routable questions to calibrate on.
@@ -152,15 +154,18 @@ def calibrate(
     reaching = [point for point in points if point["quality"] >= target]
     if reaching:
         best = min(reaching, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))
+        chosen = DecisionPolicy.from_json(best["policy"])
     else:
-        best = max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"]))
-    chosen = DecisionPolicy.from_json(best["policy"])
+        chosen = DecisionPolicy()
+        outcome = score_choices(table, decide_all(probabilities, chosen))
+        best = {"policy": chosen.to_json(), **outcome.to_json()}
     return DecisionPolicy(
         chosen.complex_threshold,
         chosen.medium_threshold,
         chosen.min_confidence,
         {
             "quality_fraction_of_always_complex": quality_fraction,
+            "reached": bool(reaching),
             "calibration_questions": len(table),
             "calibration_quality": best["quality"],
             "calibration_cost_per_1k_usd": best["cost_per_1k_usd"],

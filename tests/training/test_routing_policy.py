@@ -106,3 +106,18 @@ def test_calibrate_returns_policy_usable_by_classifier() -> None:
     assert isinstance(policy, DecisionPolicy)
     assert policy.complex_threshold is not None
     assert policy.medium_threshold is not None
+
+
+def test_calibrate_unreachable_target_uses_most_probable_tier() -> None:
+    table = RoutingTable.from_items(ROWS)
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.05, 0.05, 0.9], [0.9, 0.05, 0.05]]
+    )
+
+    # No policy can beat always-complex quality by half again.
+    policy = calibrate(table, probabilities, quality_fraction=1.5)
+
+    assert policy.complex_threshold is None
+    assert policy.medium_threshold is None
+    assert policy.target["reached"] is False
+    assert policy.decide({"simple": 0.1, "medium": 0.8, "complex": 0.1}) == "medium"
