@@ -56,7 +56,11 @@ def ensure_onnx_model(model_dir: Path, onnx_dir: Path, model_name: str) -> Path:
     if found is not None:
         logger.warning(
             "onnx_export_outdated",
-            extra={"onnx_dir": str(onnx_dir), "reason": _mismatch(found, expected)},
+            extra={
+                "onnx_dir": str(onnx_dir),
+                "reason": _mismatch(found, expected)
+                or "an ONNX file is missing or its SHA-256 changed",
+            },
         )
     onnx_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
