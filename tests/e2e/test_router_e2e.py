@@ -16,7 +16,7 @@ from router_service.server import RunningServer
 pytestmark = pytest.mark.anyio
 
 QUESTION = "What is the capital of France?"
-PARAPHRASE = "Which city is the capital of France?"
+PARAPHRASE = "What is France's capital?"
 
 
 def route_request(
