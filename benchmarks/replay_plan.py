@@ -46,13 +46,17 @@ def load_pairs(data_dir: Path, count: int, rng: random.Random) -> list[QuestionP
     path = data_dir / QQP_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: pass --data-dir with the folder that holds quora_qqp/"
+            f"{path} not found: pass --data-dir with the folder that contains "
+            "quora_qqp/"
         )
     with path.open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
         missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}")
+            raise ValueError(
+                f"{path} is missing the column(s) {', '.join(missing)}; "
+                f"expected the columns {', '.join(_COLUMNS)}"
+            )
         pairs = [
             QuestionPair(
                 pair_id=int(row["pair_id"]),
