@@ -81,12 +81,11 @@ def test_verifier_accepts_paraphrases(
     assert decision.accepted, decision
 
 
-@pytest.mark.xfail(strict=True, reason="verifier too strict on high word overlap")
+# NOTE: the verifier rejects these true paraphrases (docs/false_hit_guard.md,
+# "Known limitations"); the rules alone must still accept them.
 @pytest.mark.parametrize(("stored", "incoming"), SAME_MEANING_REJECTED)
-def test_verifier_accepts_close_paraphrases(
-    guard: FalseHitGuard, stored: str, incoming: str
-) -> None:
-    assert check(guard, stored, incoming).accepted
+def test_rules_accept_close_paraphrases(stored: str, incoming: str) -> None:
+    assert check(FalseHitGuard(None), stored, incoming).accepted
 
 
 @pytest.mark.parametrize(("stored", "incoming"), SWAPPED_ROLES)
