@@ -26,7 +26,7 @@ class InvalidRequestError(RouterError):
 
 
 class PromptTooLargeError(InvalidRequestError):
-    """The estimated prompt tokens exceed every candidate model's context window."""
+    """The prompt's token count exceeds every candidate model's context window."""
 
 
 class NotReadyError(RouterError):

