@@ -1,54 +1,39 @@
 """Child processes for the local stack: one process group each, stopped as a group.
 
-On Linux each child sets PR_SET_PDEATHSIG, so the kernel sends it SIGTERM when its
-parent dies and a launcher killed with SIGKILL leaves no orphans. On other systems
-`stop_all` still stops the children, but they survive a launcher that is killed.
+On Linux each child runs under util-linux's `setpriv --pdeathsig SIGTERM`, so the
+kernel sends it SIGTERM when its parent dies and a launcher killed with SIGKILL
+leaves no orphans. Where `setpriv` is missing, `stop_all` still stops the children,
+but they survive a launcher that is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 40
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return libc.prctl  # type: ignore[no-any-return]
-
-
-# Loaded once in the parent: the code that runs between fork and exec must not load
-# libraries or allocate much.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    def set_parent_death_signal() -> None:
-        if _PRCTL is None:
-            return
-        if _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        # If the parent died between fork and prctl, no signal will come, so exit now.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return set_parent_death_signal
+def _parent_death_prefix() -> list[str]:
+    # setpriv sets PR_SET_PDEATHSIG and then execs the command. A preexec_fn doing
+    # the same ran Python between fork and exec, which is unsafe in a parent with
+    # running threads: a child forked from a process using gRPC sometimes aborted
+    # with "epoll_wait error: Bad file descriptor" before it could exec.
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return []
+    return [setpriv, "--pdeathsig", "SIGTERM", "--"]
 
 
 @dataclass
@@ -96,13 +81,12 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            list(command),
+            [*_parent_death_prefix(), *command],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=dict(env),
             process_group=0,
-            preexec_fn=_die_with_parent(os.getpid()),
         )
     logger.info("child_started child=%s pid=%d log=%s", name, process.pid, log_path)
     return ChildProcess(name=name, process=process, log_path=log_path)
