@@ -93,6 +93,8 @@ class CostLedger:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(
             str(path) if path is not None else IN_MEMORY, check_same_thread=False
         )

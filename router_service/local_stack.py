@@ -219,6 +219,7 @@ class LocalStack:
             [*command, "--port-file", str(port_file)],
             QUERYGATE_ROUTER_ADDRESS=f"{HOST}:{self.options.router_port}",
             QUERYGATE_ROUTER_CACHE_TARGET=self.cache_address,
+            QUERYGATE_ROUTER_LEDGER_PATH=str(self.run_dir / "data" / "ledger.sqlite3"),
         )
         port = self._wait(child, wait_for_port_file, port_file, deadline)
         self.router_address = f"{HOST}:{port}"
