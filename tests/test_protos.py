@@ -45,7 +45,9 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
         for path in PROTO_ROOT.rglob("*")
         if path.name.endswith(GENERATED_SUFFIXES)
     )
-    assert fresh == committed, "stub files differ from the .proto files: run make protos"
+    assert fresh == committed, (
+        "stub files differ from the .proto files: run make protos"
+    )
     stale = [
         str(rel)
         for rel in fresh
