@@ -26,10 +26,10 @@ from cache_service.entries import (
     check_query,
     check_scope,
     check_store,
+    check_tenant_id,
     estimate_entry_bytes,
     reason_not_cacheable,
 )
-from cache_service.errors import InvalidRequestError
 from cache_service.guard import build_guard
 from cache_service.normalize import normalize_query
 from cache_service.pair_features import QueryTokens, tokenize
@@ -188,13 +188,9 @@ class SemanticCache:
         """Remove every entry of ``tenant`` and return how many were removed.
 
         Raises:
-            InvalidRequestError: the tenant is empty.
+            InvalidRequestError: the tenant id is empty, too long or not printable.
         """
-        if not tenant.strip():
-            raise InvalidRequestError(
-                "tenant must be a non-empty tenant id to invalidate that tenant's "
-                f"entries; got {tenant!r}."
-            )
+        check_tenant_id(tenant)
         with self._lock:
             return self._delete(list(self._by_tenant.get(tenant, ())))
 

@@ -108,13 +108,37 @@ def check_query(query: str, settings: CacheSettings, field_name: str = "query") 
         )
 
 
-def check_scope(scope: Scope, field_name: str = "scope") -> None:
-    """Raise InvalidRequestError when the scope has no tenant or a bad parameter."""
-    if not scope.tenant.strip():
+MAX_TENANT_CHARS = 128
+
+
+def check_tenant_id(tenant: str, field_name: str = "tenant") -> None:
+    """Raise InvalidRequestError unless ``tenant`` is a short, printable id.
+
+    Control and format characters are rejected because tenant ids are written to
+    the logs, where a newline could forge a log line.
+    """
+    if not tenant.strip():
         raise InvalidRequestError(
-            f"{field_name}.tenant is required; got an empty string. Set it to the "
+            f"{field_name} is required; got an empty string. Set it to the "
             "caller's tenant id, so entries are never shared across tenants."
         )
+    if len(tenant) > MAX_TENANT_CHARS:
+        raise InvalidRequestError(
+            f"{field_name} must be at most {MAX_TENANT_CHARS} characters; got "
+            f"{len(tenant)}. Use a short id such as acme-search."
+        )
+    for position, character in enumerate(tenant):
+        if character.isspace() or not character.isprintable():
+            raise InvalidRequestError(
+                f"{field_name} must contain only printable characters and no "
+                f"whitespace; got U+{ord(character):04X} at position {position}. "
+                "Use a short id such as acme-search."
+            )
+
+
+def check_scope(scope: Scope, field_name: str = "scope") -> None:
+    """Raise InvalidRequestError when the scope has a bad tenant or parameter."""
+    check_tenant_id(scope.tenant, f"{field_name}.tenant")
     temperature = scope.temperature
     if temperature is not None and not (
         math.isfinite(temperature) and temperature >= 0

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cache_service.cache import SemanticCache
-from cache_service.errors import EntryNotFoundError, InvalidRequestError
+from cache_service.entries import check_tenant_id
+from cache_service.errors import EntryNotFoundError
 
 
 class FeedbackRating(Enum):
@@ -49,14 +50,10 @@ class FeedbackRecorder:
         another removal of the same entry is still counted but returns False.
 
         Raises:
-            InvalidRequestError: the tenant is empty.
+            InvalidRequestError: the tenant id is empty, too long or not printable.
             EntryNotFoundError: no entry with this id belongs to ``tenant``.
         """
-        if not tenant.strip():
-            raise InvalidRequestError(
-                "tenant is required; got an empty string. Send the tenant that "
-                "the answer was served to."
-            )
+        check_tenant_id(tenant)
         if self._cache.entry_tenant(entry_id) != tenant:
             raise EntryNotFoundError(
                 f"entry_id {entry_id} not found for tenant {tenant!r}: it was "

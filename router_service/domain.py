@@ -152,6 +152,8 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
     """
     _check_query_text(query.query, settings.max_query_chars)
     check_tenant(query.tenant, settings.max_tenant_chars)
+    if query.user:
+        check_tenant(query.user, settings.max_tenant_chars, field="user")
     if query.temperature is not None and not 0.0 <= query.temperature <= 2.0:
         raise InvalidRequestError(
             "temperature",
@@ -197,18 +199,29 @@ def _check_query_text(text: str, max_chars: int) -> None:
         )
 
 
-def check_tenant(tenant: str, max_chars: int) -> None:
-    """Raise InvalidRequestError when the tenant id is empty, padded or too long."""
+def check_tenant(tenant: str, max_chars: int, field: str = "tenant") -> None:
+    """Raise InvalidRequestError unless the id is non-empty, short and printable.
+
+    Control and format characters are rejected because ids are written to the
+    logs, where a newline could forge a log line.
+    """
     if not tenant.strip():
         raise InvalidRequestError(
-            "tenant",
+            field,
             "is required",
-            "Set tenant to your team or application id.",
+            f"Set {field} to your team or application id.",
         )
-    if len(tenant) > max_chars or tenant != tenant.strip():
+    if len(tenant) > max_chars:
         raise InvalidRequestError(
-            "tenant",
-            f"must be at most {max_chars} characters with no surrounding spaces; "
-            f"got {len(tenant)} characters",
+            field,
+            f"must be at most {max_chars} characters; got {len(tenant)} characters",
             "Use a short id such as acme-search.",
         )
+    for position, character in enumerate(tenant):
+        if character.isspace() or not character.isprintable():
+            raise InvalidRequestError(
+                field,
+                "must contain only printable characters and no whitespace; got "
+                f"U+{ord(character):04X} at position {position}",
+                "Use a short id such as acme-search.",
+            )

@@ -9,6 +9,7 @@ the tokens as llama.cpp's server does. Each GGUF file is loaded once per process
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -50,6 +51,9 @@ class GgufPromptCounter:
         self._llama = llama_cpp.Llama(
             model_path=str(path), vocab_only=True, verbose=False
         )
+        # Free the vocabulary before interpreter shutdown: Llama.__del__ run during
+        # shutdown finds llama.cpp's bindings already gone and prints a TypeError.
+        atexit.register(self._llama.close)
         template = self._llama.metadata.get("tokenizer.chat_template")
         self._formatter: Any = None
         if template:

@@ -189,6 +189,22 @@ def test_length_cut_answer_is_not_stored(
             id="missing-tenant",
         ),
         pytest.param(
+            cache_pb2.LookupRequest(
+                query="hello",
+                scope=cache_pb2.Scope(tenant="acme\n12:00:00 ERROR forged"),
+            ),
+            r"scope.tenant must contain only printable characters and no "
+            r"whitespace; got U\+000A at position 4",
+            id="tenant-newline",
+        ),
+        pytest.param(
+            cache_pb2.LookupRequest(
+                query="hello", scope=cache_pb2.Scope(tenant="t" * 129)
+            ),
+            "scope.tenant must be at most 128 characters; got 129",
+            id="tenant-too-long",
+        ),
+        pytest.param(
             cache_pb2.LookupRequest(query="hello", scope=ACME, min_similarity=1.5),
             r"min_similarity must be in \(0, 1\]; got 1.5",
             id="similarity-above-one",
@@ -266,8 +282,13 @@ def test_invalidate_by_entry_id_tenant_and_query(
         ),
         pytest.param(
             cache_pb2.InvalidateRequest(tenant=" "),
-            "tenant must be a non-empty tenant id",
+            "tenant is required",
             id="blank-tenant",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(tenant="acme\r\nforged"),
+            "tenant must contain only printable characters",
+            id="tenant-control-char",
         ),
     ],
 )
