@@ -55,6 +55,7 @@ _STATUS_NAMES = {
     router_pb2.CACHE_STATUS_SEMANTIC_HIT: "semantic_hit",
     router_pb2.CACHE_STATUS_BYPASSED: "bypassed",
     router_pb2.CACHE_STATUS_UNAVAILABLE: "unavailable",
+    router_pb2.CACHE_STATUS_SHARED: "shared",
 }
 _TIER_NAMES = {
     router_pb2.TIER_SIMPLE: "simple",
@@ -221,10 +222,10 @@ def write_report(report: dict[str, Any], folder: Path, stem: str) -> list[Path]:
 
 
 def _run_description(
-    args: argparse.Namespace, plan: list[PlannedQuery]
+    args: argparse.Namespace, plan: list[PlannedQuery], started_at: datetime
 ) -> dict[str, Any]:
     return {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_at.isoformat(timespec="seconds"),
         "backend": args.backend,
         "data_file": str(args.data_dir / "quora_qqp" / "qqp_pairs.csv"),
         "pairs": args.pairs,
@@ -285,12 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     plan = build_plan(pairs, args.repeat_fraction, rng)
 
+    started_at = datetime.now(UTC)
     try:
         results, duration_s = _replay_on_stack(args, plan, console)
     except StackStartError as error:
         console.print(f"error: {error}", style="red", markup=False, highlight=False)
         return 1
-    run = _run_description(args, plan) | {"duration_s": duration_s}
+    run = _run_description(args, plan, started_at) | {"duration_s": duration_s}
 
     report = summarize(results, run)
     console.print(Markdown(render_markdown(report)))

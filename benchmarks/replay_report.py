@@ -12,7 +12,16 @@ import numpy as np
 from benchmarks.replay_plan import PlannedQuery
 
 # Cache statuses as the report names them, in display order. "error" is a failed call.
-STATUSES = ("exact_hit", "semantic_hit", "miss", "unavailable", "bypassed", "error")
+# "shared": a concurrent identical miss that waited for another request's model call.
+STATUSES = (
+    "exact_hit",
+    "semantic_hit",
+    "shared",
+    "miss",
+    "unavailable",
+    "bypassed",
+    "error",
+)
 TIERS = ("simple", "medium", "complex")
 PERCENTILES = (50, 95, 99)
 

@@ -182,3 +182,18 @@ def test_markdown_shows_every_section() -> None:
         "latency (ms, client side)",
     ):
         assert f"| {heading} |" in markdown
+
+
+def test_summary_counts_shared_answers() -> None:
+    results = [
+        _result("a", 1, True, "miss", latency_ms=300, tier="medium", cost_usd=0.2),
+        _result("a", 1, True, "shared", latency_ms=290),
+        _result("a", 1, True, "shared", latency_ms=295),
+    ]
+
+    report = summarize(results, run={})
+
+    assert report["cache_status"]["shared"] == 2
+    assert sum(report["cache_status"].values()) == len(results)
+    assert report["tier_mix_of_model_calls"]["medium"] == 1
+    assert report["queries"] == 3
