@@ -10,7 +10,7 @@ DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv run test test-fast train evaluate demo demo-sim client protos check-protos lint typecheck ci clean
+.PHONY: help venv run test test-fast train evaluate demo demo-sim protos check-protos lint typecheck ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install everything the services and tests need
 
-run: $(STAMP) ## Start the local model, the cache service and the router (Ctrl-C stops all)
-	$(PY) -m router_service.local_stack
+run: $(STAMP) ## Start the local model, cache and router; RUN_ARGS="--router-port N" passes options
+	$(PY) -m router_service.local_stack $(RUN_ARGS)
 
 test: $(STAMP) ## Run the whole test suite on the real model, FAISS and gRPC servers
 	$(PY) -m pytest
@@ -60,7 +60,7 @@ lint: $(STAMP) ## Check formatting and lint rules with ruff
 typecheck: $(STAMP) ## Check types with mypy
 	$(PY) -m mypy cache_service router_service training
 
-ci: lint test ## What CI runs
+ci: lint typecheck test ## Lint, type-check and test
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

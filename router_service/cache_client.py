@@ -173,7 +173,7 @@ class CacheClient:
             if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidRequestError(
                     "cache_entry_id",
-                    f"the cache rejected it: {error.details()}",
+                    f"the cache rejected it: {(error.details() or '').rstrip('.')}",
                     "Send the cache_entry_id of a RouteResponse.",
                 ) from None
             raise self._unavailable("feedback", error) from error
