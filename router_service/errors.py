@@ -33,6 +33,10 @@ class NotReadyError(RouterError):
     """The router is still loading the classifier."""
 
 
+class ClassifierRejectedError(RouterError):
+    """A classifier artifact failed its checks, so the current classifier stays."""
+
+
 class ModelCallError(RouterError):
     """A model backend call failed.
 
@@ -137,6 +141,7 @@ GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     PromptTooLargeError: grpc.StatusCode.INVALID_ARGUMENT,
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    ClassifierRejectedError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelCallError: grpc.StatusCode.UNAVAILABLE,
     ModelTimeoutError: grpc.StatusCode.UNAVAILABLE,
     ModelConnectionError: grpc.StatusCode.UNAVAILABLE,

@@ -174,8 +174,11 @@ class Router:
             )
         return self._classifier
 
-    def classify(self, query: str) -> TierPredictionLike:
+    def classify(self, query: str) -> tuple[TierPredictionLike, str]:
         """Predict the tier of `query` without calling a model.
+
+        Returns the prediction and the version of the classifier that made it,
+        read from one classifier even while a reload swaps it.
 
         Raises:
             InvalidRequestError: the query is empty or too long.
@@ -192,7 +195,8 @@ class Router:
                 f"got {len(query)}",
                 "Shorten the query.",
             )
-        return self.classifier.predict(query)
+        classifier = self.classifier
+        return classifier.predict(query), classifier.version
 
     async def route(
         self, query: RouteQuery, deadline: float | None = None

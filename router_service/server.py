@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from querygate.router.v1 import router_pb2, router_pb2_grpc
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
 from router_service.cache_client import CacheClient
+from router_service.classifier_reload import ClassifierLoader, ClassifierReloader
 from router_service.domain import SemanticCache
 from router_service.feedback import AnswerFeedback
 from router_service.ledger import CostLedger
@@ -36,7 +37,6 @@ from router_service.streaming import StreamingRouter
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
-ClassifierLoader = Callable[[Path | None], TierClassifier]
 
 
 def load_complexity_classifier(artifact_dir: Path | None) -> TierClassifier:
@@ -150,9 +150,13 @@ async def create_server(
 
     feedback = AnswerFeedback(cache, ledger, metrics, settings.max_tenant_chars)
 
+    reloader = ClassifierReloader(
+        router, classifier_loader, settings.classifier_artifact_dir
+    )
+
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(router, feedback), server
+        RouterServicer(router, feedback, reloader), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.backends.base import ChatMessage
+from router_service.classifier_reload import ClassifierReloader
 from router_service.domain import CacheStatus, FeedbackRating, RouteQuery, RouteResult
 from router_service.errors import RateLimitedError, RouterError, grpc_status_for
 from router_service.feedback import AnswerFeedback, FeedbackMark
@@ -152,9 +153,15 @@ def _log_completed(
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Exposes `Router` over gRPC and maps domain errors through the error table."""
 
-    def __init__(self, router: StreamingRouter, feedback: AnswerFeedback) -> None:
+    def __init__(
+        self,
+        router: StreamingRouter,
+        feedback: AnswerFeedback,
+        reloader: ClassifierReloader,
+    ) -> None:
         self._router = router
         self._feedback = feedback
+        self._reloader = reloader
 
     async def _handle(
         self,
@@ -191,7 +198,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ClassifyResponse:
         async def call() -> router_pb2.ClassifyResponse:
-            prediction = self._router.classify(request.query)
+            prediction, version = self._router.classify(request.query)
             return router_pb2.ClassifyResponse(
                 tier=TIER_TO_PROTO[prediction.tier],
                 probabilities=[
@@ -200,7 +207,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     )
                     for tier, probability in prediction.probabilities.items()
                 ],
-                classifier_version=self._router.classifier.version,
+                classifier_version=version,
             )
 
         def fields(response: router_pb2.ClassifyResponse) -> dict[str, object]:
@@ -248,6 +255,28 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             }
 
         return await self._handle("Feedback", context, call, fields)
+
+    # NOTE: no authentication exists yet, so any client that reaches the port
+    # can swap the classifier. This RPC must require an admin key once keys exist.
+    async def ReloadClassifier(
+        self,
+        request: router_pb2.ReloadClassifierRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> router_pb2.ReloadClassifierResponse:
+        async def call() -> router_pb2.ReloadClassifierResponse:
+            result = await self._reloader.reload(request.artifact_dir)
+            return router_pb2.ReloadClassifierResponse(
+                classifier_version=result.version,
+                previous_classifier_version=result.previous_version,
+            )
+
+        def fields(response: router_pb2.ReloadClassifierResponse) -> dict[str, object]:
+            return {
+                "version": response.classifier_version,
+                "previous_version": response.previous_classifier_version,
+            }
+
+        return await self._handle("ReloadClassifier", context, call, fields)
 
 
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:

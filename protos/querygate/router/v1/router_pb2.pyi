@@ -163,3 +163,17 @@ class FeedbackResponse(_message.Message):
     cache_entry_id: str
     removed: bool
     def __init__(self, cache_entry_id: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class ReloadClassifierRequest(_message.Message):
+    __slots__ = ("artifact_dir",)
+    ARTIFACT_DIR_FIELD_NUMBER: _ClassVar[int]
+    artifact_dir: str
+    def __init__(self, artifact_dir: _Optional[str] = ...) -> None: ...
+
+class ReloadClassifierResponse(_message.Message):
+    __slots__ = ("classifier_version", "previous_classifier_version")
+    CLASSIFIER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CLASSIFIER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    classifier_version: str
+    previous_classifier_version: str
+    def __init__(self, classifier_version: _Optional[str] = ..., previous_classifier_version: _Optional[str] = ...) -> None: ...

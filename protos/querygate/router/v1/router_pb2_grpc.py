@@ -54,6 +54,11 @@ class RouterServiceStub:
                 request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ReloadClassifier = channel.unary_unary(
+                '/querygate.router.v1.RouterService/ReloadClassifier',
+                request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.SerializeToString,
+                response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -88,6 +93,16 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadClassifier(self, request, context):
+        """Admin: load a classifier artifact and swap it in while requests keep
+        flowing. A rejected artifact leaves the current classifier in place.
+        NOTE: no authentication exists yet, so any client can call this. It must
+        require an admin key once keys exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +125,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.FromString,
                     response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ReloadClassifier': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadClassifier,
+                    request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.FromString,
+                    response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +240,33 @@ class RouterService:
             '/querygate.router.v1.RouterService/Feedback',
             querygate_dot_router_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
             querygate_dot_router_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadClassifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.router.v1.RouterService/ReloadClassifier',
+            querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.SerializeToString,
+            querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.FromString,
             options,
             channel_credentials,
             insecure,
