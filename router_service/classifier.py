@@ -253,7 +253,7 @@ class ComplexityClassifier:
         return np.asarray(raw[:, columns], dtype=np.float64)
 
     def predict(self, query: str) -> TierPrediction:
-        """Classify one query. Never raises on any string, however odd."""
+        """Classify one query. No string makes it raise (tested on random text)."""
         rule = rule_for_query(query)
         if rule is not None:
             tier = RULE_TIERS[rule]
@@ -323,7 +323,7 @@ def load_pipeline(path: Path) -> Any:
     """Load a skops file, trusting only skops defaults and TRUSTED_TYPES.
 
     Raises:
-        ClassifierArtifactError: the file is not a skops file or holds other types.
+        ClassifierArtifactError: the file is not a skops file or contains other types.
     """
     try:
         untrusted = skops.io.get_untrusted_types(file=path)

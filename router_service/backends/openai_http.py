@@ -204,7 +204,9 @@ class OpenAIChatBackend:
         if not finish_reason:
             raise ModelResponseError(self.name, "stream ended without a finish reason")
         if finish_reason == _REFUSAL_FINISH_REASON:
-            raise ModelRefusedError(self.name, "the server refused the prompt")
+            raise ModelRefusedError(
+                self.name, "the server refused the prompt (content filter)"
+            )
         prompt_text = " ".join(m.content for m in request.messages)
         input_tokens = _int_or_none(usage.get("prompt_tokens"))
         output_tokens = _int_or_none(usage.get("completion_tokens"))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router_service.classifier import (
     MANIFEST_FILE,
@@ -98,6 +100,15 @@ def test_out_of_distribution_input_gets_fixed_tier(
     ["Où est la gare ?", "\x00\x01\x02", "🙂🙂🙂", "?" * 100, "a", "1 + 1"],
 )
 def test_odd_input_never_raises(classifier: ComplexityClassifier, query: str) -> None:
+    prediction = classifier.predict(query)
+
+    assert prediction.tier in TIERS
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(query=st.text(max_size=400))
+def test_any_text_gets_a_tier(classifier: ComplexityClassifier, query: str) -> None:
     prediction = classifier.predict(query)
 
     assert prediction.tier in TIERS
