@@ -18,12 +18,23 @@ class FeedbackRating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_RATING_UNSPECIFIED: _ClassVar[FeedbackRating]
     FEEDBACK_RATING_GOOD: _ClassVar[FeedbackRating]
     FEEDBACK_RATING_BAD: _ClassVar[FeedbackRating]
+
+class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_OK: _ClassVar[CheckStatus]
+    CHECK_STATUS_DEGRADED: _ClassVar[CheckStatus]
+    CHECK_STATUS_FAILING: _ClassVar[CheckStatus]
 HIT_LAYER_UNSPECIFIED: HitLayer
 HIT_LAYER_EXACT: HitLayer
 HIT_LAYER_SEMANTIC: HitLayer
 FEEDBACK_RATING_UNSPECIFIED: FeedbackRating
 FEEDBACK_RATING_GOOD: FeedbackRating
 FEEDBACK_RATING_BAD: FeedbackRating
+CHECK_STATUS_UNSPECIFIED: CheckStatus
+CHECK_STATUS_OK: CheckStatus
+CHECK_STATUS_DEGRADED: CheckStatus
+CHECK_STATUS_FAILING: CheckStatus
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -194,3 +205,49 @@ class FeedbackResponse(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: bool
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("name", "status", "detail", "latency_ms", "critical")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: CheckStatus
+    detail: str
+    latency_ms: float
+    critical: bool
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[float] = ..., critical: _Optional[bool] = ...) -> None: ...
+
+class HealthReport(_message.Message):
+    __slots__ = ("status", "serving", "checks")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    status: CheckStatus
+    serving: bool
+    checks: _containers.RepeatedCompositeFieldContainer[HealthCheck]
+    def __init__(self, status: _Optional[_Union[CheckStatus, str]] = ..., serving: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("path", "entries", "vectors", "size_bytes", "created_at")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    entries: int
+    vectors: int
+    size_bytes: int
+    created_at: float
+    def __init__(self, path: _Optional[str] = ..., entries: _Optional[int] = ..., vectors: _Optional[int] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...

@@ -59,6 +59,16 @@ class CacheServiceStub:
                 request_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/querygate.cache.v1.CacheService/Health',
+                request_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.HealthRequest.SerializeToString,
+                response_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.HealthReport.FromString,
+                _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/querygate.cache.v1.CacheService/Snapshot',
+                request_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -101,6 +111,23 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Health(self, request, context):
+        """Each dependency of the service (embedding model, entry store, memory)
+        with its status, a short detail and how long its check took. Answers
+        while the model is still loading.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Snapshot(self, request, context):
+        """Admin: write a consistent copy of the entry store into the configured
+        backup folder while the service keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +155,16 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.FromString,
                     response_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.HealthRequest.FromString,
+                    response_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.HealthReport.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotRequest.FromString,
+                    response_serializer=querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +302,60 @@ class CacheService:
             '/querygate.cache.v1.CacheService/Feedback',
             querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackRequest.SerializeToString,
             querygate_dot_cache_dot_v1_dot_cache__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.cache.v1.CacheService/Health',
+            querygate_dot_cache_dot_v1_dot_cache__pb2.HealthRequest.SerializeToString,
+            querygate_dot_cache_dot_v1_dot_cache__pb2.HealthReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.cache.v1.CacheService/Snapshot',
+            querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotRequest.SerializeToString,
+            querygate_dot_cache_dot_v1_dot_cache__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

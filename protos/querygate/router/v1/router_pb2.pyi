@@ -29,6 +29,13 @@ class FeedbackRating(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_RATING_UNSPECIFIED: _ClassVar[FeedbackRating]
     FEEDBACK_RATING_GOOD: _ClassVar[FeedbackRating]
     FEEDBACK_RATING_BAD: _ClassVar[FeedbackRating]
+
+class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_OK: _ClassVar[CheckStatus]
+    CHECK_STATUS_DEGRADED: _ClassVar[CheckStatus]
+    CHECK_STATUS_FAILING: _ClassVar[CheckStatus]
 TIER_UNSPECIFIED: Tier
 TIER_SIMPLE: Tier
 TIER_MEDIUM: Tier
@@ -43,6 +50,10 @@ CACHE_STATUS_SHARED: CacheStatus
 FEEDBACK_RATING_UNSPECIFIED: FeedbackRating
 FEEDBACK_RATING_GOOD: FeedbackRating
 FEEDBACK_RATING_BAD: FeedbackRating
+CHECK_STATUS_UNSPECIFIED: CheckStatus
+CHECK_STATUS_OK: CheckStatus
+CHECK_STATUS_DEGRADED: CheckStatus
+CHECK_STATUS_FAILING: CheckStatus
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -177,3 +188,47 @@ class ReloadClassifierResponse(_message.Message):
     classifier_version: str
     previous_classifier_version: str
     def __init__(self, classifier_version: _Optional[str] = ..., previous_classifier_version: _Optional[str] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("name", "status", "detail", "latency_ms", "critical")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: CheckStatus
+    detail: str
+    latency_ms: float
+    critical: bool
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[float] = ..., critical: _Optional[bool] = ...) -> None: ...
+
+class HealthReport(_message.Message):
+    __slots__ = ("status", "serving", "checks")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    status: CheckStatus
+    serving: bool
+    checks: _containers.RepeatedCompositeFieldContainer[HealthCheck]
+    def __init__(self, status: _Optional[_Union[CheckStatus, str]] = ..., serving: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotResponse(_message.Message):
+    __slots__ = ("path", "requests", "size_bytes", "created_at")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    requests: int
+    size_bytes: int
+    created_at: float
+    def __init__(self, path: _Optional[str] = ..., requests: _Optional[int] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...

@@ -59,6 +59,16 @@ class RouterServiceStub:
                 request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.SerializeToString,
                 response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.FromString,
                 _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/querygate.router.v1.RouterService/Health',
+                request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.HealthRequest.SerializeToString,
+                response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.HealthReport.FromString,
+                _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/querygate.router.v1.RouterService/Snapshot',
+                request_serializer=querygate_dot_router_dot_v1_dot_router__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -103,6 +113,23 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Health(self, request, context):
+        """Each dependency of the router (classifier, cost ledger, cache service,
+        model backends, memory) with its status, a short detail and how long its
+        check took.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Snapshot(self, request, context):
+        """Admin: write a consistent copy of the cost ledger into the configured
+        backup folder while the router keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +157,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ReloadClassifier,
                     request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.FromString,
                     response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.HealthRequest.FromString,
+                    response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.HealthReport.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=querygate_dot_router_dot_v1_dot_router__pb2.SnapshotRequest.FromString,
+                    response_serializer=querygate_dot_router_dot_v1_dot_router__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +304,60 @@ class RouterService:
             '/querygate.router.v1.RouterService/ReloadClassifier',
             querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierRequest.SerializeToString,
             querygate_dot_router_dot_v1_dot_router__pb2.ReloadClassifierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.router.v1.RouterService/Health',
+            querygate_dot_router_dot_v1_dot_router__pb2.HealthRequest.SerializeToString,
+            querygate_dot_router_dot_v1_dot_router__pb2.HealthReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/querygate.router.v1.RouterService/Snapshot',
+            querygate_dot_router_dot_v1_dot_router__pb2.SnapshotRequest.SerializeToString,
+            querygate_dot_router_dot_v1_dot_router__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
