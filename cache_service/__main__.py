@@ -1,4 +1,8 @@
-"""Entry point: ``python -m cache_service [--config FILE] [--port-file PATH]``."""
+"""Entry point: ``python -m cache_service [--config FILE] [--port-file PATH]``.
+
+``python -m cache_service snapshot|restore ...`` runs a backup command instead
+(see ``cache_service.backup_cli``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cache_service import backup_cli
 from cache_service.errors import SettingsError
 from cache_service.logging_setup import configure_logging
 from cache_service.server import create_server
@@ -42,7 +47,10 @@ def write_port_file(path: Path, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in backup_cli.COMMANDS:
+        return backup_cli.main(argv)
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:

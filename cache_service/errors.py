@@ -45,6 +45,10 @@ class GuardArtifactError(SettingsError):
     """The false-hit guard's verifier artifact is missing, altered or outdated."""
 
 
+class BackupError(CacheError):
+    """A snapshot or restore cannot run: not configured, invalid file, store in use."""
+
+
 STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     CacheError: grpc.StatusCode.INTERNAL,
     SettingsError: grpc.StatusCode.INTERNAL,
@@ -55,6 +59,7 @@ STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     StorageError: grpc.StatusCode.UNAVAILABLE,
     IndexVersionError: grpc.StatusCode.FAILED_PRECONDITION,
     GuardArtifactError: grpc.StatusCode.FAILED_PRECONDITION,
+    BackupError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -4,13 +4,20 @@ Vectors are stored with the entries, so a restart rebuilds the FAISS index from
 the database without embedding again. The database records the embedding model and
 dimension, and opening it with another model raises IndexVersionError. Not
 thread-safe: the cache calls it under its own lock.
+
+An open store takes a shared ``flock`` on ``<data_dir>/entries.sqlite3.lock``, so
+a restore (which takes the lock exclusively) can tell that a service has the
+database open.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +31,10 @@ from cache_service.errors import IndexVersionError, StorageError
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "entries.sqlite3"
+LOCK_NAME = DATABASE_NAME + ".lock"
 SCHEMA_VERSION = "1"
+# Manifest key that the health check rewrites to prove the database takes writes.
+HEALTH_PROBE_KEY = "health_checked_at"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,9 +87,19 @@ class SqliteEntryStore:
     loss, the last few commits can be lost, because WAL syncs only at checkpoints.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, lock_fd: int
+    ) -> None:
         self._connection = connection
         self._path = path
+        self._lock_fd = lock_fd
+        stat = path.stat()
+        self._file_identity = (stat.st_dev, stat.st_ino)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
 
     @classmethod
     def open(cls, data_dir: Path, model_name: str, dimension: int) -> SqliteEntryStore:
@@ -88,22 +108,24 @@ class SqliteEntryStore:
         Raises:
             IndexVersionError: the stored entries come from another model or
                 dimension.
-            StorageError: the folder or database cannot be opened.
+            StorageError: the folder or database cannot be opened, or a restore
+                into ``data_dir`` is running.
         """
         path = data_dir / DATABASE_NAME
+        lock_fd = _lock_shared(data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
             # The cache's lock serializes all use, so any thread may call in.
             connection = sqlite3.connect(path, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
+            os.close(lock_fd)
             raise StorageError(
                 f"failed to open the cache database {path}: {error}. "
                 "Check that data_dir is a writable folder."
             ) from error
-        store = cls(connection, path)
+        store = cls(connection, path, lock_fd)
         store._check_manifest(model_name, dimension)
         return store
 
@@ -123,7 +145,7 @@ class SqliteEntryStore:
             return
         found = {key: stored.get(key) for key in expected}
         if found != expected:
-            self._connection.close()
+            self.close()
             raise IndexVersionError(
                 f"the cache database {self._path} was built with {found}, but this "
                 f"service runs {expected}. Delete or move {self._path.parent} to "
@@ -195,5 +217,76 @@ class SqliteEntryStore:
             (str(entry.entry_id + 1),),
         )
 
+    def check_writable(self, timeout_s: float) -> None:
+        """Commit a probe row through a second connection to prove writes work.
+
+        Also checks that the file at the database's path is still the one this
+        store opened. A second connection is used so that the probe never waits
+        on the cache's lock, and it waits at most ``timeout_s`` for SQLite's
+        write lock.
+
+        Raises:
+            StorageError: the file was removed or replaced, or the write failed,
+                with the cause and what to do.
+        """
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            raise StorageError(
+                "the database file was removed while open, so new entries are lost "
+                "at restart; restore it from a snapshot and restart the service"
+            ) from None
+        if (stat.st_dev, stat.st_ino) != self._file_identity:
+            raise StorageError(
+                "the database file was replaced while open, so the service writes "
+                "to the old file; restart the service to open the new one"
+            )
+        if not os.access(self._path.parent, os.W_OK):
+            raise StorageError(
+                "data_dir is not writable, so the database cannot be reopened "
+                "after a restart; make the folder writable"
+            )
+        # mode=rw never creates a file, so a vanished database is not recreated.
+        uri = self._path.resolve().as_uri() + "?mode=rw"
+        try:
+            probe = sqlite3.connect(uri, uri=True, timeout=timeout_s)
+            try:
+                with probe:
+                    probe.execute(
+                        "INSERT OR REPLACE INTO manifest (key, value) VALUES (?, ?)",
+                        (HEALTH_PROBE_KEY, repr(time.time())),
+                    )
+            finally:
+                probe.close()
+        except sqlite3.Error as error:
+            raise StorageError(
+                f"a probe write to the database failed: {error}"
+            ) from error
+
     def close(self) -> None:
         self._connection.close()
+        os.close(self._lock_fd)
+
+
+def _lock_shared(data_dir: Path) -> int:
+    """Take a shared lock on the data folder's lock file and return its descriptor.
+
+    Raises:
+        StorageError: the folder cannot be created, or a restore holds the lock.
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise StorageError(
+            f"failed to open the cache database lock file in {data_dir}: {error}. "
+            "Check that data_dir is a writable folder."
+        ) from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageError(
+            f"a restore into {data_dir} is running; start the service after it finishes"
+        ) from None
+    return fd

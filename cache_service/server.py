@@ -1,4 +1,9 @@
-"""Server wiring: gRPC server, servicer, health, reflection and the TTL sweeper."""
+"""Server wiring: gRPC server, servicer, health, reflection and the TTL sweeper.
+
+Health is NOT_SERVING until the model and the store are loaded. From then on a
+background monitor re-runs the checks of ``health_checks`` every
+``health_check_interval_s`` and sets SERVING or NOT_SERVING from them.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,10 @@ from grpc_reflection.v1alpha import reflection
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service import embedding
+from cache_service.backup import SnapshotWriter
 from cache_service.cache import SemanticCache
 from cache_service.embedding import Embedder
+from cache_service.health_checks import CacheHealth, HealthMonitor, HealthReport
 from cache_service.persistence import SqliteEntryStore
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
@@ -39,6 +46,8 @@ class RunningServer:
     _stopping: threading.Event = field(default_factory=threading.Event)
     cache: SemanticCache | None = None
     load_error: BaseException | None = None
+    health_checks: CacheHealth = field(default_factory=lambda: CacheHealth(False))
+    monitor: HealthMonitor | None = None
 
     @property
     def target(self) -> str:
@@ -62,6 +71,8 @@ class RunningServer:
     def stop(self, grace_s: float = 5.0) -> None:
         """Report NOT_SERVING, stop the sweeper and finish in-flight RPCs."""
         self._stopping.set()
+        if self.monitor is not None:
+            self.monitor.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
         if self.cache is not None:
@@ -92,7 +103,12 @@ def create_server(
     # with one thread and 22 ms with two. NOTE: this setting is process-wide.
     faiss.omp_set_num_threads(1)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers))
-    servicer = CacheServicer(settings.min_cosine_similarity)
+    health_checks = CacheHealth(durable=settings.data_dir is not None)
+    servicer = CacheServicer(
+        settings.min_cosine_similarity,
+        health=health_checks,
+        snapshots=SnapshotWriter(settings.data_dir, settings.backup_dir),
+    )
     cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
 
     health_servicer = health.HealthServicer()
@@ -108,7 +124,11 @@ def create_server(
         raise RuntimeError(f"cannot bind the cache service to {settings.address}")
     server.start()
     running = RunningServer(
-        server=server, port=port, settings=settings, health=health_servicer
+        server=server,
+        port=port,
+        settings=settings,
+        health=health_servicer,
+        health_checks=health_checks,
     )
     logger.info("server_started", extra={"port": port, **settings.as_log_fields()})
 
@@ -150,14 +170,21 @@ def _load_cache(
         )
     except Exception as error:
         running.load_error = error
+        running.health_checks.record_load_failure(error)
         logger.exception("cache_load_failed")
         running._ready.set()
         return
 
     running.cache = cache
     servicer.attach(cache)
-    for name in ("", SERVICE_NAME):
-        running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running.health_checks.attach(cache, entry_store)
+    running.monitor = HealthMonitor(
+        running.health_checks.check,
+        lambda report: _publish_health(running.health, report),
+        running.settings.health_check_interval_s,
+    )
+    running.monitor.run_once()
+    running.monitor.start()
     threading.Thread(
         target=_sweep_forever,
         args=(cache, running._stopping, running.settings.sweep_interval_s),
@@ -166,6 +193,16 @@ def _load_cache(
     ).start()
     logger.info("index_loaded", extra={"entries": cache.stats().entries})
     running._ready.set()
+
+
+def _publish_health(servicer: health.HealthServicer, report: HealthReport) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if report.serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        servicer.set(name, status)
 
 
 def _sweep_forever(

