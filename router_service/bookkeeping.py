@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 from router_service.domain import RouteQuery, RouteResult
+from router_service.errors import BudgetExceededError, RateLimitedError
 from router_service.ledger import CostAlert, CostLedger, LedgerEntry
 from router_service.metrics import RouterMetrics
 from router_service.quotas import RequestQuotas
@@ -41,8 +42,20 @@ class RequestAccounting:
         Raises:
             RateLimitedError, BudgetExceededError: from `RequestQuotas.admit`.
         """
-        if self._quotas is not None:
+        if self._metrics is not None:
+            self._metrics.see_caller(query.tenant, query.user)
+        if self._quotas is None:
+            return
+        try:
             await self._quotas.admit(query)
+        except RateLimitedError:
+            if self._metrics is not None:
+                self._metrics.count_rejection("rate_limit")
+            raise
+        except BudgetExceededError:
+            if self._metrics is not None:
+                self._metrics.count_rejection("budget")
+            raise
 
     async def record(self, query: RouteQuery, result: RouteResult) -> None:
         """Write the ledger row, charge the token limit and update the metrics.
@@ -56,7 +69,7 @@ class RequestAccounting:
             tokens = result.input_tokens + result.output_tokens
             await self._quotas.charge_tokens(query, tokens)
         if self._metrics is not None:
-            self._metrics.observe(result)
+            self._metrics.observe(query, result)
 
     async def _write_ledger(
         self, ledger: CostLedger, query: RouteQuery, result: RouteResult

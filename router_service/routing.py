@@ -14,8 +14,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 from router_service.accounting import (
     ModelAnswer,
@@ -40,6 +40,7 @@ from router_service.domain import (
 )
 from router_service.errors import (
     CacheUnavailableError,
+    CircuitOpenError,
     DeadlineExceededError,
     InvalidRequestError,
     ModelCallError,
@@ -59,6 +60,7 @@ from router_service.settings import TIERS, ModelSettings, RouterSettings
 from router_service.single_flight import SingleFlight, flight_key
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class TierPredictionLike(Protocol):
@@ -139,6 +141,7 @@ class Router:
         self._clock = clock
         self._classifier: TierClassifier | None = None
         self._accounting = accounting
+        self._metrics = metrics
         self._flights: SingleFlight[tuple[ModelAnswer, str]] = SingleFlight(clock)
         self._prompt_counters: dict[str, PromptCounter] = {
             name: load_prompt_counter(model.tokenizer, f"models.{name}.tokenizer")
@@ -156,10 +159,15 @@ class Router:
             )
             for name in settings.models
         }
+        if metrics is not None:
+            for name, breaker in self.breakers.items():
+                metrics.set_breaker_state(name, breaker.state)
 
     def attach_classifier(self, classifier: TierClassifier) -> None:
         """Use `classifier` from now on; until then unpinned requests are rejected."""
         self._classifier = classifier
+        if self._metrics is not None:
+            self._metrics.set_classifier_version(classifier.version)
 
     @property
     def classifier(self) -> TierClassifier:
@@ -408,7 +416,7 @@ class Router:
                 raise
             except ModelCallError as error:
                 failures.append(f"{model.name}: {type(error).__name__}")
-                log_fallback(model.name, candidate_tier, error)
+                self._fall_back(model.name, candidate_tier, error)
         raise NoModelAvailableError(
             "every model failed: " + "; ".join(failures) + ". Retry later."
         )
@@ -440,13 +448,48 @@ class Router:
             failed[1] += error.reported_output_tokens
 
         completion = await call_with_retries(
-            attempt,
+            self._observed_attempts(model.name, attempt),
             self._settings.resilience,
             deadline,
             clock=self._clock,
             on_failed_attempt=count_failed,
         )
         return ModelAnswer(completion, model, tier, failed[0], failed[1])
+
+    def _fall_back(self, model: str, tier: str, error: ModelCallError) -> None:
+        """Log and count that `model` failed and the chain moves on."""
+        log_fallback(model, tier, error)
+        if self._metrics is not None:
+            self._metrics.count_fallback(model)
+
+    def _observed_attempts(
+        self, model: str, attempt: Callable[[float], Awaitable[T]]
+    ) -> Callable[[float], Awaitable[T]]:
+        """Wrap a model call attempt so that each try is counted and timed."""
+        metrics = self._metrics
+        if metrics is None:
+            return attempt
+        tries = 0
+
+        async def observed(remaining_s: float) -> T:
+            nonlocal tries
+            tries += 1
+            started = time.perf_counter()
+            try:
+                result = await attempt(remaining_s)
+            except CircuitOpenError:
+                metrics.observe_model_attempt(model, "circuit_open", None, tries)
+                raise
+            except BaseException as error:
+                outcome = "error" if isinstance(error, Exception) else "cancelled"
+                elapsed = time.perf_counter() - started
+                metrics.observe_model_attempt(model, outcome, elapsed, tries)
+                raise
+            elapsed = time.perf_counter() - started
+            metrics.observe_model_attempt(model, "success", elapsed, tries)
+            return result
+
+        return observed
 
     async def _store(
         self,

@@ -19,6 +19,7 @@ from router_service.classifier_reload import ClassifierReloader
 from router_service.domain import CacheStatus, FeedbackRating, RouteQuery, RouteResult
 from router_service.errors import RateLimitedError, RouterError, grpc_status_for
 from router_service.feedback import AnswerFeedback, FeedbackMark
+from router_service.rpc_telemetry import annotate_rpc, loggable_id
 from router_service.streaming import StreamingRouter
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ CACHE_STATUS_TO_PROTO = {
     CacheStatus.UNAVAILABLE: router_pb2.CACHE_STATUS_UNAVAILABLE,
     CacheStatus.SHARED: router_pb2.CACHE_STATUS_SHARED,
 }
+PROTO_TO_CACHE_STATUS = {value: key for key, value in CACHE_STATUS_TO_PROTO.items()}
 PROTO_TO_RATING = {
     router_pb2.FEEDBACK_RATING_GOOD: FeedbackRating.GOOD,
     router_pb2.FEEDBACK_RATING_BAD: FeedbackRating.BAD,
@@ -132,22 +134,9 @@ def _failure_status(
     if isinstance(error, RouterError):
         return grpc_status_for(error), str(error), ()
     error_id = uuid.uuid4().hex[:8]
+    annotate_rpc(error_id=error_id)
     logger.exception("rpc_failed", extra={"method": method, "error_id": error_id})
     return grpc.StatusCode.INTERNAL, f"internal error, id {error_id}", ()
-
-
-def _log_completed(
-    method: str, code: grpc.StatusCode, started: float, fields: dict[str, object]
-) -> None:
-    logger.info(
-        "rpc_completed",
-        extra={
-            "method": method,
-            "code": code.name,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            **fields,
-        },
-    )
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -170,23 +159,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         call: Callable[[], Awaitable[T]],
         log_fields: Callable[[T], dict[str, object]],
     ) -> T:
-        started = time.monotonic()
-        code = grpc.StatusCode.OK
-        fields: dict[str, object] = {}
         try:
             result = await call()
-            fields = log_fields(result)
+            annotate_rpc(**log_fields(result))
             return result
         except Exception as error:
             code, details, metadata = _failure_status(method, error)
             await context.abort(code, details, metadata)
-        finally:
-            _log_completed(method, code, started, fields)
         raise AssertionError("unreachable: context.abort raises")
 
     async def Route(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouteResponse:
+        annotate_rpc(tenant=loggable_id(request.tenant))
+
         async def call() -> router_pb2.RouteResponse:
             query = query_from_proto(request)
             result = await self._router.route(query, _deadline(context))
@@ -211,16 +197,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             )
 
         def fields(response: router_pb2.ClassifyResponse) -> dict[str, object]:
-            return {"tier": router_pb2.Tier.Name(response.tier)}
+            return {"tier": PROTO_TO_TIER.get(response.tier)}
 
         return await self._handle("Classify", context, call, fields)
 
     async def RouteStream(
         self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.RouteStreamEvent]:
-        started = time.monotonic()
-        code = grpc.StatusCode.OK
-        fields: dict[str, object] = {}
+        annotate_rpc(tenant=loggable_id(request.tenant))
         try:
             query = query_from_proto(request)
             events = self._router.route_stream(query, _deadline(context))
@@ -229,17 +213,17 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     yield router_pb2.RouteStreamEvent(delta=event)
                 else:
                     summary = result_to_proto(event)
-                    fields = _route_log_fields(summary)
+                    annotate_rpc(**_route_log_fields(summary))
                     yield router_pb2.RouteStreamEvent(summary=summary)
         except Exception as error:
             code, details, metadata = _failure_status("RouteStream", error)
             await context.abort(code, details, metadata)
-        finally:
-            _log_completed("RouteStream", code, started, fields)
 
     async def Feedback(
         self, request: router_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.FeedbackResponse:
+        annotate_rpc(tenant=loggable_id(request.tenant))
+
         async def call() -> router_pb2.FeedbackResponse:
             result = await self._feedback.mark(mark_from_proto(request))
             return router_pb2.FeedbackResponse(
@@ -248,7 +232,6 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
         def fields(response: router_pb2.FeedbackResponse) -> dict[str, object]:
             return {
-                "tenant": request.tenant,
                 "rating": router_pb2.FeedbackRating.Name(request.rating),
                 "cache_entry_id": response.cache_entry_id,
                 "removed": response.removed,
@@ -282,9 +265,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:
     return {
         "request_id": response.request_id,
-        "tier": router_pb2.Tier.Name(response.tier),
+        "tier": PROTO_TO_TIER.get(response.tier),
         "model": response.model,
-        "cache_status": router_pb2.CacheStatus.Name(response.cache_status),
+        "cache_status": str(PROTO_TO_CACHE_STATUS[response.cache_status]),
         "input_tokens": response.usage.input_tokens,
         "output_tokens": response.usage.output_tokens,
         "cost_usd": response.cost_usd,

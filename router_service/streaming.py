@@ -29,7 +29,7 @@ from router_service.errors import (
     NoModelAvailableError,
 )
 from router_service.resilience import call_with_retries
-from router_service.routing import Router, log_fallback
+from router_service.routing import Router
 from router_service.settings import ModelSettings
 
 StreamEvent = str | RouteResult
@@ -75,7 +75,7 @@ class StreamingRouter(Router):
                 raise
             except ModelCallError as error:
                 failures.append(f"{model.name}: {type(error).__name__}")
-                log_fallback(model.name, candidate_tier, error)
+                self._fall_back(model.name, candidate_tier, error)
                 continue
 
             parts: list[str] = []
@@ -138,7 +138,10 @@ class StreamingRouter(Router):
                 return stream, first
 
         return await call_with_retries(
-            attempt, self._settings.resilience, deadline, clock=self._clock
+            self._observed_attempts(model.name, attempt),
+            self._settings.resilience,
+            deadline,
+            clock=self._clock,
         )
 
     async def _forward(

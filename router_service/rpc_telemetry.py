@@ -1,0 +1,165 @@
+"""One log line and one set of metrics per RPC, from a grpc.aio server interceptor.
+
+The interceptor wraps every RPC of the router service (not health or reflection),
+so RPCs that end before the servicer runs are counted and logged too. Servicers add
+their fields (tenant, tier, cache status, error id) with `annotate_rpc`, which
+writes to a per-RPC context variable that the interceptor reads when the RPC ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from router_service.metrics import RouterMetrics
+
+logger = logging.getLogger(__name__)
+
+# Fields of every rpc_completed line, None where an RPC has no such value.
+RPC_LOG_FIELDS = ("tenant", "tier", "model", "cache_status", "request_id", "error_id")
+MAX_LOGGED_ID_CHARS = 128
+
+_rpc_fields: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "querygate_router_rpc_fields", default=None
+)
+
+
+def annotate_rpc(**fields: object) -> None:
+    """Add fields to the current RPC's log line; does nothing outside an RPC."""
+    current = _rpc_fields.get()
+    if current is not None:
+        current.update(fields)
+
+
+def loggable_id(value: str) -> str:
+    """Return an id from a request as it may appear in a log line.
+
+    Requests are logged before validation, so an id can be huge or contain control
+    characters: those are cut to `MAX_LOGGED_ID_CHARS` and escaped.
+    """
+    if len(value) <= MAX_LOGGED_ID_CHARS and value.isprintable():
+        return value
+    return ascii(value[:MAX_LOGGED_ID_CHARS])
+
+
+def _status_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.name
+    code = context.code()
+    if code is not None:
+        # The aio context returns the StatusCode, or its integer value once set
+        # by abort; both name the same status.
+        return code.name if isinstance(code, grpc.StatusCode) else _code_name(code)
+    # grpc reports an exception that escapes the servicer as UNKNOWN.
+    return grpc.StatusCode.UNKNOWN.name if error is not None else "OK"
+
+
+def _code_name(value: object) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == value:
+            return status.name
+    return str(value)
+
+
+class RpcTelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts, times and logs each RPC of the services under `service_prefix`."""
+
+    def __init__(self, metrics: RouterMetrics, service_name: str) -> None:
+        self._metrics = metrics
+        self._prefix = f"/{service_name}/"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method
+        if handler is None or not full_method.startswith(self._prefix):
+            return handler
+        method = full_method.removeprefix(self._prefix)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            fields: dict[str, object] = {}
+            token = _rpc_fields.set(fields)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                _rpc_fields.reset(token)
+                self._finish(method, context, error, started, fields)
+
+        return observed
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def observed(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            fields: dict[str, object] = {}
+            token = _rpc_fields.set(fields)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async for message in behavior(request, context):
+                    yield message
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                _rpc_fields.reset(token)
+                self._finish(method, context, error, started, fields)
+
+        return observed
+
+    def _finish(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        error: BaseException | None,
+        started: float,
+        fields: dict[str, object],
+    ) -> None:
+        duration_s = time.perf_counter() - started
+        code = _status_code(context, error)
+        self._metrics.observe_rpc(method, code, duration_s)
+        line: dict[str, object] = {name: fields.get(name) for name in RPC_LOG_FIELDS}
+        line.update(fields)
+        logger.info(
+            "rpc_completed",
+            extra={
+                "method": method,
+                "code": code,
+                "duration_ms": round(duration_s * 1000, 2),
+                **line,
+            },
+        )
