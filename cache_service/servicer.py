@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,8 +21,9 @@ from cache_service.errors import (
     NotReadyError,
     status_code_for,
 )
-from cache_service.feedback import FeedbackRating, FeedbackRecorder
+from cache_service.feedback import FeedbackCounts, FeedbackRating, FeedbackRecorder
 from cache_service.health_checks import CacheHealth, CheckStatus, HealthReport
+from cache_service.rpc_telemetry import annotate_rpc, loggable_id
 from cache_service.scope import ChatTurn, Scope
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             )
             fields.update(_query_fields(request.query, query.scope.tenant))
             outcome = cache.lookup(query)
-            fields["hit_layer"] = outcome.layer.value if outcome.layer else "miss"
+            fields["cache_status"] = (
+                f"{outcome.layer.value}_hit" if outcome.layer else "miss"
+            )
             fields["similarity"] = round(outcome.similarity, 4)
             response = cache_pb2.LookupResponse(
                 hit=outcome.hit, similarity=outcome.similarity
@@ -137,6 +139,10 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             )
             fields.update(_query_fields(request.query, command.scope.tenant))
             fields["answer_chars"] = len(request.answer)
+            # The router sends these three; other callers may not.
+            for name in ("tier", "model", "request_id"):
+                if name in request.metadata:
+                    fields[name] = loggable_id(request.metadata[name])
             outcome = cache.store(command)
             fields["stored"] = outcome.stored
             return cache_pb2.StoreResponse(
@@ -204,7 +210,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         ) -> cache_pb2.FeedbackResponse:
             rating = _parse_rating(request.rating)
             entry_id = _parse_entry_id(request.entry_id)
-            fields.update(tenant=request.tenant, entry_id=entry_id)
+            fields.update(tenant=loggable_id(request.tenant), entry_id=entry_id)
             fields["rating"] = rating.value
             removed = self._feedback_recorder().record(entry_id, request.tenant, rating)
             fields["removed"] = removed
@@ -236,6 +242,12 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
 
         return self._run("Snapshot", context, handle)
 
+    def feedback_counts(self) -> FeedbackCounts:
+        """Return the feedback marks counted since start; zero before loading."""
+        if self._feedback is None:
+            return FeedbackCounts(good=0, bad=0)
+        return self._feedback.counts()
+
     def _feedback_recorder(self) -> FeedbackRecorder:
         if self._feedback is None:
             raise NotReadyError("the cache service is still loading; retry later")
@@ -247,10 +259,8 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         context: grpc.ServicerContext,
         handle: Callable[[SemanticCache, LogFields], Response],
     ) -> Response:
-        """Run one RPC: map domain errors to statuses and log one line for it."""
-        started = time.perf_counter()
-        fields: LogFields = {"method": method}
-        code = grpc.StatusCode.OK
+        """Run one RPC, map domain errors to statuses and annotate its log line."""
+        fields: LogFields = {}
         try:
             if self._cache is None:
                 raise NotReadyError(
@@ -266,21 +276,19 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             code = grpc.StatusCode.INTERNAL
             error_id = uuid.uuid4().hex[:12]
             fields["error_id"] = error_id
-            logger.exception("rpc_failed", extra=fields)
+            logger.exception("rpc_failed", extra={"method": method, **fields})
             context.abort(
                 code, f"internal error {error_id}; the cache service logged the cause"
             )
         finally:
-            fields["code"] = code.name
-            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            logger.info("rpc_completed", extra=fields)
+            annotate_rpc(**fields)
         # context.abort always raises, but grpc does not annotate it as NoReturn.
         raise AssertionError("unreachable")
 
 
 def _query_fields(query: str, tenant: str) -> LogFields:
     return {
-        "tenant": tenant,
+        "tenant": loggable_id(tenant),
         "query_chars": len(query),
         "query_hash": query_hash(query),
     }

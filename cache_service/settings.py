@@ -67,6 +67,8 @@ class CacheSettings:
     # Folder that receives the ONNX export on first start. Ignored by "torch".
     onnx_dir: Path | None = Path("var/onnx")
     max_workers: int = 8
+    # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
+    metrics_address: str = ""
     # "on" rejects semantic candidates whose numbers, negation, names or word order
     # differ from the query (see cache_service.guard). "rules" applies the rules but
     # not the verifier. "off" serves on cosine alone.
@@ -212,6 +214,13 @@ def _check_address(settings: CacheSettings) -> None:
         f"address must be HOST:PORT with a port from 0 to 65535; got "
         f"{settings.address!r}. Example: 127.0.0.1:50052 (port 0 picks a free port).",
     )
+    if settings.metrics_address:
+        host, _, port = settings.metrics_address.rpartition(":")
+        _require(
+            bool(host) and port.isdigit() and int(port) < 65536,
+            f"metrics_address must be HOST:PORT with a port from 0 to 65535, or "
+            f"empty; got {settings.metrics_address!r}. Example: 127.0.0.1:9102.",
+        )
 
 
 def _check_logging(settings: CacheSettings) -> None:
