@@ -14,7 +14,6 @@ contains entries. The replaced file is kept beside it as
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import sqlite3
@@ -26,6 +25,12 @@ from pathlib import Path
 
 from cache_service.errors import BackupError
 from cache_service.persistence import DATABASE_NAME, LOCK_NAME, SCHEMA_VERSION
+from cache_service.sqlite_files import (
+    connect_existing,
+    copy_database,
+    fsync_path,
+    lock_file,
+)
 
 SNAPSHOT_PREFIX = "entries-"
 SNAPSHOT_SUFFIX = ".sqlite3"
@@ -106,12 +111,12 @@ def write_snapshot(
     partial = backup_dir / f".{name}.partial"
     try:
         backup_dir.mkdir(parents=True, exist_ok=True)
-        with _connect(source_path, "rw") as source:
+        with connect_existing(source_path, "rw") as source:
             copy_database(source, partial)
         entries, vectors = _count_entries(partial)
-        _fsync(partial)
+        fsync_path(partial)
         partial.replace(final)
-        _fsync(backup_dir)
+        fsync_path(backup_dir)
     except (OSError, sqlite3.Error) as error:
         partial.unlink(missing_ok=True)
         raise BackupError(f"snapshot of the cache database failed: {error}") from error
@@ -128,7 +133,7 @@ def read_snapshot(path: Path) -> SnapshotInfo:
     if not path.is_file():
         raise BackupError(f"snapshot file not found: {path}")
     try:
-        with _connect(path, "ro") as connection:
+        with connect_existing(path, "ro") as connection:
             (verdict,) = connection.execute("PRAGMA integrity_check").fetchone()
             manifest = dict(connection.execute("SELECT key, value FROM manifest"))
     except sqlite3.Error as error:
@@ -174,32 +179,16 @@ def restore_snapshot(
         replaced, previous_next_id = _set_aside(target, force, clock)
         partial = data_dir / f".{DATABASE_NAME}.restoring"
         try:
-            with _connect(snapshot, "ro") as source:
+            with connect_existing(snapshot, "ro") as source:
                 copy_database(source, partial)
             _raise_next_id(partial, previous_next_id)
-            _fsync(partial)
+            fsync_path(partial)
             partial.replace(target)
-            _fsync(data_dir)
+            fsync_path(data_dir)
         except (OSError, sqlite3.Error) as error:
             partial.unlink(missing_ok=True)
             raise BackupError(f"restore into {data_dir} failed: {error}") from error
     return RestoreOutcome(info.entries, info.vectors, replaced)
-
-
-def copy_database(source: sqlite3.Connection, destination: Path) -> None:
-    """Copy ``source`` into a new single-file database at ``destination``.
-
-    ``pages=-1`` copies every page in one step under one read transaction, so the
-    copy is one consistent state even while another connection commits.
-    """
-    destination.unlink(missing_ok=True)
-    target = sqlite3.connect(destination)
-    try:
-        source.backup(target, pages=-1)
-        # The copy inherits WAL mode; a snapshot should be one self-contained file.
-        target.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        target.close()
 
 
 def _set_aside(
@@ -209,7 +198,7 @@ def _set_aside(
     if not target.exists():
         return None, 0
     try:
-        with _connect(target, "rw") as current:
+        with connect_existing(target, "rw") as current:
             # Fold the write-ahead log into the file, so the moved file is whole.
             current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             (entries,) = current.execute("SELECT COUNT(*) FROM entries").fetchone()
@@ -230,7 +219,7 @@ def _set_aside(
 
 
 def _raise_next_id(path: Path, at_least: int) -> None:
-    with _connect(path, "rw") as connection, connection:
+    with connect_existing(path, "rw") as connection, connection:
         current = _next_id(connection)
         connection.execute(
             "UPDATE manifest SET value = ? WHERE key = 'next_id'",
@@ -249,7 +238,7 @@ def _next_id(connection: sqlite3.Connection) -> int:
 
 
 def _count_entries(path: Path) -> tuple[int, int]:
-    with _connect(path, "ro") as connection:
+    with connect_existing(path, "ro") as connection:
         entries, vectors = connection.execute(
             "SELECT COUNT(*), COUNT(vector) FROM entries"
         ).fetchone()
@@ -257,35 +246,16 @@ def _count_entries(path: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _connect(path: Path, mode: str) -> Iterator[sqlite3.Connection]:
-    """Open an existing database; ``mode`` is ``ro`` or ``rw`` and never creates."""
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
-@contextlib.contextmanager
 def _exclusive_lock(data_dir: Path) -> Iterator[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError(
-                f"a cache service has {data_dir} open; stop it, then restore "
-                "(--force does not override this)"
-            ) from None
+        fd = lock_file(data_dir / LOCK_NAME, exclusive=True)
+    except BlockingIOError:
+        raise BackupError(
+            f"a cache service has {data_dir} open; stop it, then restore "
+            "(--force does not override this)"
+        ) from None
+    try:
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

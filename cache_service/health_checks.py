@@ -8,16 +8,18 @@ status returns to SERVING once the dependency recovers.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from cache_service.cache import SemanticCache
 from cache_service.errors import StorageError
+from cache_service.health_report import (
+    CheckStatus,
+    HealthReport,
+    check_memory,
+    run_check,
+)
 from cache_service.persistence import SqliteEntryStore
 
 logger = logging.getLogger(__name__)
@@ -25,94 +27,6 @@ logger = logging.getLogger(__name__)
 # How long the store probe waits for SQLite's write lock before it fails.
 STORE_PROBE_TIMEOUT_S = 1.0
 _PROBE_TEXT = "health check"
-_PROC_STATUS = Path("/proc/self/status")
-
-
-class CheckStatus(enum.Enum):
-    """Outcome of one check, from best to worst."""
-
-    OK = "ok"
-    DEGRADED = "degraded"
-    FAILING = "failing"
-
-
-_SEVERITY = {CheckStatus.OK: 0, CheckStatus.DEGRADED: 1, CheckStatus.FAILING: 2}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check: a failing critical check makes the service NOT_SERVING."""
-
-    name: str
-    status: CheckStatus
-    detail: str
-    latency_ms: float
-    critical: bool
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """Every check of one run."""
-
-    checks: tuple[CheckResult, ...]
-
-    @property
-    def serving(self) -> bool:
-        """True when no critical check fails."""
-        return not any(
-            check.critical and check.status is CheckStatus.FAILING
-            for check in self.checks
-        )
-
-    @property
-    def status(self) -> CheckStatus:
-        """The worst status among the checks."""
-        return max(
-            (check.status for check in self.checks),
-            key=_SEVERITY.__getitem__,
-            default=CheckStatus.OK,
-        )
-
-    def failing(self) -> dict[str, str]:
-        """Map each check that is not OK to its detail."""
-        return {
-            check.name: check.detail
-            for check in self.checks
-            if check.status is not CheckStatus.OK
-        }
-
-
-def run_check(
-    name: str, critical: bool, probe: Callable[[], tuple[CheckStatus, str]]
-) -> CheckResult:
-    """Time ``probe`` and turn any exception it raises into a FAILING result."""
-    started = time.perf_counter()
-    try:
-        status, detail = probe()
-    except Exception as error:
-        status, detail = CheckStatus.FAILING, f"{type(error).__name__}: {error}"
-    latency_ms = (time.perf_counter() - started) * 1000
-    return CheckResult(name, status, detail, round(latency_ms, 3), critical)
-
-
-def resident_memory_mb() -> float | None:
-    """Return this process's resident set size in MiB, or None off Linux."""
-    try:
-        lines = _PROC_STATUS.read_text(encoding="ascii").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def check_memory() -> tuple[CheckStatus, str]:
-    """Report resident memory; informational, DEGRADED only when unreadable."""
-    rss_mb = resident_memory_mb()
-    if rss_mb is None:
-        return CheckStatus.DEGRADED, "resident memory unknown: no /proc/self/status"
-    return CheckStatus.OK, f"resident memory {rss_mb:.0f} MiB"
 
 
 class CacheHealth:

@@ -12,7 +12,6 @@ database open.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import numpy as np
 from cache_service.embedding import Vectors
 from cache_service.entries import CacheEntry
 from cache_service.errors import IndexVersionError, StorageError
+from cache_service.sqlite_files import lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -276,17 +276,13 @@ def _lock_shared(data_dir: Path) -> int:
     """
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        return lock_file(data_dir / LOCK_NAME, exclusive=False)
+    except BlockingIOError:
+        raise StorageError(
+            f"a restore into {data_dir} is running; start the service after it finishes"
+        ) from None
     except OSError as error:
         raise StorageError(
             f"failed to open the cache database lock file in {data_dir}: {error}. "
             "Check that data_dir is a writable folder."
         ) from error
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StorageError(
-            f"a restore into {data_dir} is running; start the service after it finishes"
-        ) from None
-    return fd

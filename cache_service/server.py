@@ -26,7 +26,8 @@ from cache_service import embedding
 from cache_service.backup import SnapshotWriter
 from cache_service.cache import SemanticCache
 from cache_service.embedding import Embedder
-from cache_service.health_checks import CacheHealth, HealthMonitor, HealthReport
+from cache_service.health_checks import CacheHealth, HealthMonitor
+from cache_service.health_report import HealthReport
 from cache_service.metrics import CacheMetrics
 from cache_service.persistence import SqliteEntryStore
 from cache_service.rpc_telemetry import RpcTelemetryInterceptor

@@ -22,7 +22,8 @@ from cache_service.errors import (
     status_code_for,
 )
 from cache_service.feedback import FeedbackCounts, FeedbackRating, FeedbackRecorder
-from cache_service.health_checks import CacheHealth, CheckStatus, HealthReport
+from cache_service.health_checks import CacheHealth
+from cache_service.health_report import CheckStatus, HealthReport
 from cache_service.rpc_telemetry import annotate_rpc, loggable_id
 from cache_service.scope import ChatTurn, Scope
 

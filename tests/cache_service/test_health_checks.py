@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.embedding import Embedder, SentenceTransformerEmbedder
-from cache_service.health_checks import (
+from cache_service.health_report import (
     CheckResult,
     CheckStatus,
     HealthReport,
@@ -46,8 +46,9 @@ def test_report_serves_unless_critical_check_fails() -> None:
     )
 
     assert degraded.serving
-    assert degraded.status is CheckStatus.FAILING
+    assert degraded.status is CheckStatus.DEGRADED
     assert not failing.serving
+    assert failing.status is CheckStatus.FAILING
     assert failing.failing() == {"probe": "detail"}
     assert HealthReport(()).status is CheckStatus.OK
 
