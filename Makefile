@@ -12,7 +12,7 @@ DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv run test test-fast train evaluate demo demo-sim bench-cache bench-compare bench-venv protos check-protos lint typecheck ci clean
+.PHONY: help venv run test test-fast train evaluate demo demo-sim bench-cache bench-compare bench-venv bench-load bench-scale protos check-protos lint typecheck ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -63,6 +63,12 @@ $(BENCH_STAMP):
 	touch $(BENCH_STAMP)
 
 bench-venv: $(BENCH_STAMP) ## Create .venv-bench with GPTCache for the bench-cache comparison
+
+bench-load: $(STAMP) ## Speed targets, then 32 and 320 concurrent clients through both services
+	$(PY) -m benchmarks.bench_load --data-dir $(DATA_DIR) $(BENCH_ARGS)
+
+bench-scale: $(STAMP) ## Index latency, memory and recall at 10k, 100k and 1M vectors
+	nice -n 10 $(PY) -m benchmarks.bench_scale --data-dir $(DATA_DIR) $(BENCH_ARGS)
 
 protos: $(STAMP) ## Regenerate the Python stubs from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
