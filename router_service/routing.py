@@ -1,8 +1,8 @@
 """The routing domain: cache first, then the classified tier's model chain.
 
-For each request the router looks the query up in the cache and classifies it
-at the same time. A hit returns without calling a model. On a miss it calls
-the tier's models in order, then the models of higher tiers, with retries and
+For each request the router looks the query up in the cache. A hit returns
+without calling a model or the classifier. On a miss it classifies the query
+and calls the tier's models in order, then the models of higher tiers, with retries and
 a circuit breaker per model. When every model fails it serves a degraded
 answer from the cache at a lower similarity bound, or raises
 `NoModelAvailableError`.
@@ -338,26 +338,24 @@ class Router:
             )
             return status, None, query.tier or self.classifier.predict(query.query).tier
 
-        # The lookup is network-bound and classification takes well under a
-        # millisecond, so the classifier runs while the lookup is in flight.
-        lookup = asyncio.ensure_future(
-            self._cache.lookup(query.query, query.cache_scope())
-        )
         try:
-            tier = query.tier or self.classifier.predict(query.query).tier
-        except BaseException:
-            lookup.cancel()
-            raise
-        try:
-            hit = await lookup
+            hit = await self._cache.lookup(query.query, query.cache_scope())
         except CacheUnavailableError:
-            return CacheStatus.UNAVAILABLE, None, tier
+            return CacheStatus.UNAVAILABLE, None, self._tier_of(query)
         if hit is None:
-            return CacheStatus.MISS, None, tier
+            return CacheStatus.MISS, None, self._tier_of(query)
         status = (
             CacheStatus.EXACT_HIT if hit.layer == "exact" else CacheStatus.SEMANTIC_HIT
         )
+        # A hit reports the tier stored with its entry, so the classifier runs
+        # only for an entry stored without one.
+        stored_tier = hit.metadata.get("tier", "")
+        tier = stored_tier if stored_tier in TIERS else self._tier_of(query)
         return status, hit, tier
+
+    def _tier_of(self, query: RouteQuery) -> str:
+        """Return the pinned tier of ``query``, or the classifier's prediction."""
+        return query.tier or self.classifier.predict(query.query).tier
 
     async def _fitting_chain(
         self, query: RouteQuery, tier: str
