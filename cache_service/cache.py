@@ -40,6 +40,11 @@ from cache_service.vector_index import PartitionedIndex
 
 logger = logging.getLogger(__name__)
 
+# Missed queries whose vectors are kept for the Store that follows a miss. A Store
+# normally arrives within one model call, so a few hundred cover the calls in
+# flight; each vector takes 1.5 KiB at dimension 384.
+MISS_VECTORS_KEPT = 512
+
 
 class SemanticCache:
     """Stores answers by scope and query, and finds them by exact text or cosine.
@@ -69,6 +74,9 @@ class SemanticCache:
         self._index = PartitionedIndex(embedder.dimension)
         self._guard = build_guard(settings)
         self._by_tenant: dict[str, set[int]] = {}
+        # Vectors of recent semantic misses by query text, so that the Store
+        # that usually follows a miss does not embed the same text again.
+        self._miss_vectors: OrderedDict[str, Vectors] = OrderedDict()
         self._next_id = 1
         self._memory_bytes = 0
         self._exact_hits = 0
@@ -121,6 +129,7 @@ class SemanticCache:
                 self._semantic_hits += 1
             else:
                 self._misses += 1
+                self._remember_miss_vector(request.query, vector)
             return outcome
 
     def store(self, request: StoreCommand) -> StoreOutcome:
@@ -140,7 +149,10 @@ class SemanticCache:
 
         vector: Vectors | None = None
         if self._fits_token_window(request.query):
-            vector = self._embedder.embed([request.query])[0]
+            with self._lock:
+                vector = self._miss_vectors.pop(request.query, None)
+            if vector is None:
+                vector = self._embedder.embed([request.query])[0]
 
         scope_key = request.scope.key()
         normalized = normalize_query(request.query)
@@ -273,6 +285,13 @@ class SemanticCache:
         with self._lock:
             if self._entry_store is not None:
                 self._entry_store.close()
+
+    def _remember_miss_vector(self, query: str, vector: Vectors) -> None:
+        """Keep the vector of a missed query for its Store. Call under the lock."""
+        self._miss_vectors[query] = vector
+        self._miss_vectors.move_to_end(query)
+        if len(self._miss_vectors) > MISS_VECTORS_KEPT:
+            self._miss_vectors.popitem(last=False)
 
     def _fits_token_window(self, query: str) -> bool:
         return self._embedder.token_count(query) <= self._embedder.max_tokens
