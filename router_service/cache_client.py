@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from router_service.domain import CacheHit, CacheScope, FeedbackRating
@@ -178,6 +179,24 @@ class CacheClient:
                 ) from None
             raise self._unavailable("feedback", error) from error
         return bool(response.removed)
+
+    async def health_status(self, timeout_s: float) -> str:
+        """Return the cache's grpc.health.v1 status name, such as ``SERVING``.
+
+        Raises:
+            CacheUnavailableError: the cache did not answer within ``timeout_s``.
+        """
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            raise CacheUnavailableError(
+                f"the cache service at {self._target} is unreachable: "
+                f"{error.code().name}"
+            ) from error
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     async def close(self) -> None:
         """Close the channel."""

@@ -29,6 +29,7 @@ _SERVER_KEYS = {
     "max_tenant_chars": int,
     "max_output_tokens": int,
     "metrics_address": str,
+    "health_check_interval_s": float,
 }
 _TOP_LEVEL_SECTIONS = (
     "server",
@@ -69,7 +70,7 @@ def settings_from_document(
     _reject_unknown(document, _TOP_LEVEL_SECTIONS, "")
     server = _typed_table(document, "server", _SERVER_KEYS)
     classifier = _typed_table(document, "classifier", {"artifact_dir": str})
-    ledger = _typed_table(document, "ledger", {"path": str})
+    ledger = _typed_table(document, "ledger", {"path": str, "backup_dir": str})
     cache = _dataclass_table(document, "cache", CacheSettings)
     if "QUERYGATE_ROUTER_CACHE_TARGET" in environ:
         cache["target"] = environ["QUERYGATE_ROUTER_CACHE_TARGET"]
@@ -80,6 +81,7 @@ def settings_from_document(
         "QUERYGATE_ROUTER_CLASSIFIER_DIR", classifier.get("artifact_dir", "")
     )
     ledger_path = environ.get("QUERYGATE_ROUTER_LEDGER_PATH", ledger.get("path", ""))
+    backup_dir = ledger.get("backup_dir", "var/backups/router")
     return RouterSettings(
         tiers=_parse_tiers(document.get("tiers", {})),
         models=_parse_models(document.get("models", {})),
@@ -90,6 +92,7 @@ def settings_from_document(
         limits=LimitSettings(**_dataclass_table(document, "limits", LimitSettings)),
         classifier_artifact_dir=Path(artifact_dir) if artifact_dir else None,
         ledger_path=Path(ledger_path) if ledger_path else None,
+        ledger_backup_dir=Path(backup_dir) if backup_dir else None,
         log_format=environ.get("QUERYGATE_LOG_FORMAT", "text"),
         **server,
     )

@@ -135,6 +135,14 @@ class BudgetExceededError(RouterError):
     """The tenant or user has spent its daily budget."""
 
 
+class StorageError(RouterError):
+    """The cost ledger's file was removed or replaced, or rejects writes."""
+
+
+class BackupError(RouterError):
+    """A ledger snapshot or restore cannot run: not configured, invalid, in use."""
+
+
 GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
     RouterError: grpc.StatusCode.INTERNAL,
     ConfigError: grpc.StatusCode.INTERNAL,
@@ -155,6 +163,8 @@ GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BudgetExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StorageError: grpc.StatusCode.UNAVAILABLE,
+    BackupError: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -5,18 +5,24 @@ model, cache status, degraded), the tokens, the list-price cost, the baseline
 cost on the complex tier without a cache, and the latency. Days are UTC days.
 
 Several router processes can share one file, but SQLite lets one writer in
-at a time, so many replicas writing one file wait on its lock.
+at a time, so many replicas writing one file wait on its lock. Each open ledger
+takes a shared ``flock`` on ``<file>.lock``, so that a restore (which takes it
+exclusively) can tell that a router has the file open.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+
+from cache_service.sqlite_files import lock_file
+from router_service.errors import BackupError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,11 @@ CREATE INDEX IF NOT EXISTS requests_by_tenant_time ON requests (tenant, created_
 CREATE INDEX IF NOT EXISTS requests_by_time ON requests (created_at);
 CREATE INDEX IF NOT EXISTS requests_by_request_id ON requests (request_id);
 """
+# Written by the health check; one row, rewritten on every check.
+_PROBE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS health_probe "
+    "(id INTEGER PRIMARY KEY, checked_at REAL NOT NULL)"
+)
 # Columns added after the first release, with their definitions. A ledger file
 # written by an older router gets them when it is opened.
 _ADDED_COLUMNS = {"cache_entry_id": "TEXT NOT NULL DEFAULT ''"}
@@ -93,8 +104,10 @@ class CostLedger:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_shared(path)
         self._connection = sqlite3.connect(
             str(path) if path is not None else IN_MEMORY, check_same_thread=False
         )
@@ -105,6 +118,7 @@ class CostLedger:
         with self._lock:
             _add_missing_columns(self._connection)
             self._connection.executescript(_SCHEMA)
+        self._file_identity = None if path is None else _identity(path)
 
     def record(self, entry: LedgerEntry) -> None:
         """Insert one request; the row is committed when this returns."""
@@ -183,10 +197,76 @@ class CostLedger:
             ).fetchone()
         return Savings(int(count), float(cost), float(baseline))
 
+    def check_writable(self, timeout_s: float) -> None:
+        """Commit a probe row through a second connection to prove writes work.
+
+        Also checks that the file at ``path`` is still the one this ledger
+        opened. Waits at most ``timeout_s`` for SQLite's write lock. An in-memory
+        ledger always passes.
+
+        Raises:
+            StorageError: the file was removed or replaced, or the write failed.
+        """
+        if self.path is None:
+            return
+        try:
+            identity = _identity(self.path)
+        except FileNotFoundError:
+            raise StorageError(
+                "the ledger file was removed while open, so new rows are lost at "
+                "restart; restore it from a snapshot and restart the router"
+            ) from None
+        if identity != self._file_identity:
+            raise StorageError(
+                "the ledger file was replaced while open, so the router writes to "
+                "the old file; restart the router to open the new one"
+            )
+        # mode=rw never creates a file, so a vanished ledger is not recreated.
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        try:
+            probe = sqlite3.connect(uri, uri=True, timeout=timeout_s)
+            try:
+                with probe:
+                    probe.execute(_PROBE_TABLE)
+                    probe.execute(
+                        "INSERT OR REPLACE INTO health_probe (id, checked_at) "
+                        "VALUES (1, ?)",
+                        (time.time(),),
+                    )
+            finally:
+                probe.close()
+        except sqlite3.Error as error:
+            raise StorageError(
+                f"a probe write to the ledger failed: {error}"
+            ) from error
+
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection and release the file's lock."""
         with self._lock:
             self._connection.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+def lock_path(ledger_path: Path) -> Path:
+    """Return the lock file that open ledgers share and a restore takes."""
+    return ledger_path.with_name(ledger_path.name + ".lock")
+
+
+def _lock_shared(path: Path) -> int:
+    try:
+        return lock_file(lock_path(path), exclusive=False)
+    except BlockingIOError:
+        raise BackupError(
+            f"a restore of the ledger {path} is running; start the router after it "
+            "finishes"
+        ) from None
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def _add_missing_columns(connection: sqlite3.Connection) -> None:

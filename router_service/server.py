@@ -2,7 +2,9 @@
 
 Health reports NOT_SERVING until the complexity classifier is loaded, then
 SERVING. Requests that pin a tier are answered before that; requests that need
-the classifier get UNAVAILABLE.
+the classifier get UNAVAILABLE. From then on a background task re-runs the
+classifier and ledger checks every ``health_check_interval_s`` and sets SERVING
+or NOT_SERVING from them (see ``router_service.health_checks``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from router_service.cache_client import CacheClient
 from router_service.classifier_reload import ClassifierLoader, ClassifierReloader
 from router_service.domain import SemanticCache
 from router_service.feedback import AnswerFeedback
+from router_service.health_checks import RouterHealth, monitor_health
 from router_service.ledger import CostLedger
+from router_service.ledger_backup import LedgerSnapshotWriter
 from router_service.metrics import RouterMetrics
 from router_service.quotas import RequestQuotas
 from router_service.routing import TierClassifier
@@ -62,6 +66,9 @@ class RunningServer:
     metrics_http: Any = None
     loader: asyncio.Task[None] | None = None
     load_error: BaseException | None = None
+    health_checks: RouterHealth | None = None
+    health_check_interval_s: float = 5.0
+    monitor: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -85,11 +92,15 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.loader is not None:
             self.loader.cancel()
+        if self.monitor is not None:
+            self.monitor.cancel()
         await self.server.stop(grace_s)
         for backend in self.backends.values():
             await backend.aclose()
         if self.cache_client is not None:
             await self.cache_client.close()
+        if self.health_checks is not None:
+            await self.health_checks.aclose()
         self.ledger.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -154,6 +165,8 @@ async def create_server(
     reloader = ClassifierReloader(
         router, classifier_loader, settings.classifier_artifact_dir
     )
+    health_checks = RouterHealth(router, ledger, cache_client, settings.models)
+    snapshots = LedgerSnapshotWriter(ledger, settings.ledger_backup_dir)
 
     # The telemetry interceptor comes first, so it also sees RPCs that later
     # interceptors end.
@@ -161,7 +174,10 @@ async def create_server(
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME)]
     )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(router, feedback, reloader), server
+        RouterServicer(
+            router, feedback, reloader, health=health_checks, snapshots=snapshots
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -177,6 +193,8 @@ async def create_server(
     running = RunningServer(
         server, port, router, health_servicer, backends, cache_client, metrics, ledger
     )
+    running.health_checks = health_checks
+    running.health_check_interval_s = settings.health_check_interval_s
     if settings.metrics_address:
         host, _, metrics_port = settings.metrics_address.rpartition(":")
         running.metrics_http, _ = prometheus_client.start_http_server(
@@ -203,9 +221,33 @@ async def create_server(
 
 async def _classifier_ready(running: RunningServer, classifier: TierClassifier) -> None:
     running.router.attach_classifier(classifier)
-    await _set_health(running.health, serving=True)
+    await _start_health_monitor(running)
     logger.info("classifier_loaded", extra={"version": classifier.version})
     running._ready.set()
+
+
+async def _start_health_monitor(running: RunningServer) -> None:
+    """Publish the first check's verdict, then re-check in the background."""
+    checks = running.health_checks
+    if checks is None:
+        await _set_health(running.health, serving=True)
+        return
+    report = await checks.check_critical()
+    await _set_health(running.health, serving=report.serving)
+    if not report.serving:
+        logger.warning("health_changed", extra={"problems": report.failing()})
+
+    async def publish(serving: bool) -> None:
+        await _set_health(running.health, serving=serving)
+
+    running.monitor = asyncio.create_task(
+        monitor_health(
+            checks.check_critical,
+            publish,
+            running.health_check_interval_s,
+            serving=report.serving,
+        )
+    )
 
 
 async def _load_classifier(
@@ -215,6 +257,8 @@ async def _load_classifier(
         classifier = await asyncio.to_thread(loader, artifact_dir)
     except Exception as error:
         running.load_error = error
+        if running.health_checks is not None:
+            running.health_checks.record_load_failure(error)
         logger.exception("classifier_load_failed")
         running._ready.set()
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -14,11 +15,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
+from cache_service.health_report import CheckStatus, HealthReport
 from router_service.backends.base import ChatMessage
 from router_service.classifier_reload import ClassifierReloader
 from router_service.domain import CacheStatus, FeedbackRating, RouteQuery, RouteResult
 from router_service.errors import RateLimitedError, RouterError, grpc_status_for
 from router_service.feedback import AnswerFeedback, FeedbackMark
+from router_service.health_checks import RouterHealth
+from router_service.ledger_backup import LedgerSnapshotWriter
 from router_service.rpc_telemetry import annotate_rpc, loggable_id
 from router_service.streaming import StreamingRouter
 
@@ -40,6 +44,11 @@ CACHE_STATUS_TO_PROTO = {
     CacheStatus.SHARED: router_pb2.CACHE_STATUS_SHARED,
 }
 PROTO_TO_CACHE_STATUS = {value: key for key, value in CACHE_STATUS_TO_PROTO.items()}
+_CHECK_STATUSES = {
+    CheckStatus.OK: router_pb2.CHECK_STATUS_OK,
+    CheckStatus.DEGRADED: router_pb2.CHECK_STATUS_DEGRADED,
+    CheckStatus.FAILING: router_pb2.CHECK_STATUS_FAILING,
+}
 PROTO_TO_RATING = {
     router_pb2.FEEDBACK_RATING_GOOD: FeedbackRating.GOOD,
     router_pb2.FEEDBACK_RATING_BAD: FeedbackRating.BAD,
@@ -147,10 +156,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         router: StreamingRouter,
         feedback: AnswerFeedback,
         reloader: ClassifierReloader,
+        *,
+        health: RouterHealth,
+        snapshots: LedgerSnapshotWriter,
     ) -> None:
         self._router = router
         self._feedback = feedback
         self._reloader = reloader
+        self._health = health
+        self._snapshots = snapshots
 
     async def _handle(
         self,
@@ -260,6 +274,52 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             }
 
         return await self._handle("ReloadClassifier", context, call, fields)
+
+    async def Health(
+        self, request: router_pb2.HealthRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.HealthReport:
+        async def call() -> router_pb2.HealthReport:
+            return health_report_to_proto(await self._health.check())
+
+        def fields(response: router_pb2.HealthReport) -> dict[str, object]:
+            return {"serving": response.serving}
+
+        return await self._handle("Health", context, call, fields)
+
+    async def Snapshot(
+        self, request: router_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.SnapshotResponse:
+        async def call() -> router_pb2.SnapshotResponse:
+            snapshot = await asyncio.to_thread(self._snapshots.write)
+            return router_pb2.SnapshotResponse(
+                path=str(snapshot.path),
+                requests=snapshot.requests,
+                size_bytes=snapshot.size_bytes,
+                created_at=snapshot.created_at,
+            )
+
+        def fields(response: router_pb2.SnapshotResponse) -> dict[str, object]:
+            return {"requests": response.requests, "size_bytes": response.size_bytes}
+
+        return await self._handle("Snapshot", context, call, fields)
+
+
+def health_report_to_proto(report: HealthReport) -> router_pb2.HealthReport:
+    """Convert a domain health report to the Health RPC's response."""
+    return router_pb2.HealthReport(
+        status=_CHECK_STATUSES[report.status],
+        serving=report.serving,
+        checks=[
+            router_pb2.HealthCheck(
+                name=check.name,
+                status=_CHECK_STATUSES[check.status],
+                detail=check.detail,
+                latency_ms=check.latency_ms,
+                critical=check.critical,
+            )
+            for check in report.checks
+        ],
+    )
 
 
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:

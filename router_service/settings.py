@@ -228,15 +228,24 @@ class RouterSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     classifier_artifact_dir: Path | None = None
     ledger_path: Path | None = None
+    # Folder that receives snapshots of the ledger; None turns them off.
+    ledger_backup_dir: Path | None = Path("var/backups/router")
     max_query_chars: int = 16_000
     max_tenant_chars: int = 128
     max_output_tokens: int = 4096
     # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
     metrics_address: str = ""
+    # Seconds between background re-runs of the classifier and ledger checks.
+    health_check_interval_s: float = 5.0
     log_format: str = "text"
 
     def __post_init__(self) -> None:
         _require_address("server.address", self.address)
+        _require_positive(
+            "server.health_check_interval_s",
+            self.health_check_interval_s,
+            "Typical: 2-10 seconds.",
+        )
         if self.metrics_address:
             _require_address("server.metrics_address", self.metrics_address)
         _require(
