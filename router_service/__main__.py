@@ -2,6 +2,8 @@
 
 Serves until SIGTERM or SIGINT, then stops gracefully. Exit status 2 means the
 configuration is invalid; 1 means the classifier failed to load.
+``python -m router_service snapshot|restore ...`` runs a ledger backup command
+instead (see ``router_service.backup_cli``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from router_service import backup_cli
 from router_service.config import load_settings
 from router_service.errors import ConfigError
 from router_service.logging_setup import configure_logging
@@ -71,7 +74,10 @@ async def _serve(settings: RouterSettings, port_file: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, configure logging and serve; return the exit status."""
-    args = _parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in backup_cli.COMMANDS:
+        return backup_cli.main(arguments)
+    args = _parse_args(arguments)
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as error:
