@@ -161,6 +161,29 @@ def write_bench_router_config(folder: Path, model_latency_ms: float) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """Return the user plus system CPU time of ``pid`` so far, if readable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    # The command name in brackets may contain spaces, so split after it.
+    fields = stat.rpartition(")")[2].split()
+    # utime and stime are fields 14 and 15 of proc(5), here 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_used(
+    before: dict[str, float | None], after: dict[str, float | None]
+) -> dict[str, float | None]:
+    """Return the CPU seconds each process used between two readings."""
+    used: dict[str, float | None] = {}
+    for name, start in before.items():
+        end = after.get(name)
+        used[name] = None if start is None or end is None else end - start
+    return used
+
+
 def peak_rss_kib(pid: int) -> int | None:
     """Return the peak resident set size (VmHWM) of ``pid`` in KiB, if readable."""
     try:
@@ -257,6 +280,12 @@ def _speed(
     }
 
 
+def _cpu_readings(stack: LocalStack) -> dict[str, float | None]:
+    readings = {child.name: cpu_seconds(child.pid) for child in stack.children}
+    readings["benchmark clients"] = time.process_time()
+    return readings
+
+
 def run_scale(
     args: argparse.Namespace,
     clients: int,
@@ -292,10 +321,12 @@ def run_scale(
         if with_speed and args.speed_iterations:
             speed = _speed(args, stack, mix, template, progress)
         load_before = load_average()
+        cpu_before = _cpu_readings(stack)
         result = asyncio.run(
             _load_with_progress(stack, mix, template, clients, args.duration, progress)
         )
         load_after = load_average()
+        cpu = cpu_used(cpu_before, _cpu_readings(stack))
         peaks = {child.name: peak_rss_kib(child.pid) for child in stack.children}
     run = {
         "clients": clients,
@@ -304,6 +335,7 @@ def run_scale(
         "load_after": load_after,
         "preload_paths": preload_paths,
         "summary": summarize_load(result.records, result.duration_s),
+        "cpu_s": cpu,
         "peak_rss_kib": peaks,
     }
     return run, speed

@@ -79,10 +79,16 @@ def _load_section(run: dict[str, Any]) -> list[str]:
     for kind, paths in summary["paths_by_kind"].items():
         served = ", ".join(f"{path} {count}" for path, count in sorted(paths.items()))
         lines.append(f"| {kind} | {served} |")
-    lines += ["", "| Service | Peak RSS (VmHWM) |", "|---|---|"]
-    for service, kib in run["peak_rss_kib"].items():
+    lines += [
+        "",
+        "| Process | CPU s in the load run | Peak RSS (VmHWM) |",
+        "|---|---|---|",
+    ]
+    for process, seconds in run["cpu_s"].items():
+        kib = run["peak_rss_kib"].get(process)
+        shown_cpu = "-" if seconds is None else f"{seconds:.1f}"
         shown_rss = "-" if kib is None else f"{kib / 1024:.0f} MiB"
-        lines.append(f"| {service} | {shown_rss} |")
+        lines.append(f"| {process} | {shown_cpu} | {shown_rss} |")
     return [*lines, ""]
 
 

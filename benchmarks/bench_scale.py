@@ -136,7 +136,7 @@ def _faiss_searcher(index: faiss.Index, k: int) -> Searcher:
 
 
 class _SizeMeasurement:
-    """The probes, the exact answers and the table rows of one size."""
+    """The probes, their exact nearest neighbours and the table rows of one size."""
 
     def __init__(self, size: int, probes: Matrix, exact: faiss.Index) -> None:
         settings = CacheSettings()

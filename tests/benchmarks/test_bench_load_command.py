@@ -53,6 +53,8 @@ def test_bench_load_runs_two_scales_and_writes_report(
         assert run["preload_paths"] == {"miss": 10}
         assert run["peak_rss_kib"]["cache"] > 0
         assert run["peak_rss_kib"]["router"] > 0
+        assert run["cpu_s"]["cache"] > 0
+        assert run["cpu_s"]["benchmark clients"] > 0
     speed = report["speed"]
     assert speed["parts_ms"]["router_round_trip"]["count"] == 3
     assert speed["parts_ms"]["exact_hit"]["count"] >= 1

@@ -202,6 +202,7 @@ def test_markdown_report_shows_targets_paths_and_memory() -> None:
                 "load_after": "1.00/1.00/1.00",
                 "preload_paths": {"miss": 3},
                 "summary": summarize_load(records, 1.0),
+                "cpu_s": {"cache": 1.5, "router": None, "benchmark clients": 0.25},
                 "peak_rss_kib": {"cache": 2048, "router": None},
             }
         ],
@@ -214,5 +215,6 @@ def test_markdown_report_shows_targets_paths_and_memory() -> None:
     assert "semantic_hit step served as miss: 1" in markdown
     assert "## Load: 4 clients for 1 s" in markdown
     assert "Errors by status code: X 1." in markdown
-    assert "| cache | 2 MiB |" in markdown
-    assert "| router | - |" in markdown
+    assert "| cache | 1.5 | 2 MiB |" in markdown
+    assert "| router | - | - |" in markdown
+    assert "| benchmark clients | 0.2 | - |" in markdown
