@@ -20,6 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from cache_service.cache import SemanticCache
+from cache_service.entries import CacheStats
 from cache_service.feedback import FeedbackCounts
 
 # Seconds. Lookups take milliseconds, a Store with a first embedding can take
@@ -67,36 +68,8 @@ class CacheStatsCollector(Collector):
         )
         if cache is None or self._feedback_counts is None:
             return
-        stats = cache.stats()
-        hits = CounterMetricFamily(
-            "querygate_cache_hits",
-            "Lookups answered from the cache, by layer (exact, semantic).",
-            labels=["layer"],
-        )
-        hits.add_metric(["exact"], stats.exact_hits)
-        hits.add_metric(["semantic"], stats.semantic_hits)
-        yield hits
-        yield _counter("querygate_cache_misses", "Lookups with no hit.", stats.misses)
-        yield _counter("querygate_cache_stores", "Answers stored.", stats.stores)
-        yield _counter(
-            "querygate_cache_evictions",
-            "Entries evicted, least recently used first, to stay within "
-            "max_entries or max_memory_mb.",
-            stats.evictions,
-        )
-        yield _counter(
-            "querygate_cache_expirations",
-            "Entries removed by the sweeper after both TTLs passed.",
-            stats.expirations,
-        )
-        yield GaugeMetricFamily(
-            "querygate_cache_entries", "Entries held now.", value=stats.entries
-        )
-        yield GaugeMetricFamily(
-            "querygate_cache_index_vectors",
-            "Vectors in the FAISS indexes of all scopes now.",
-            value=stats.index_vectors,
-        )
+        yield from _stats_metrics(cache.stats())
+
         feedback = self._feedback_counts()
         marks = CounterMetricFamily(
             "querygate_cache_feedback",
@@ -106,6 +79,39 @@ class CacheStatsCollector(Collector):
         marks.add_metric(["good"], feedback.good)
         marks.add_metric(["bad"], feedback.bad)
         yield marks
+
+
+def _stats_metrics(stats: CacheStats) -> Iterator[Metric]:
+    hits = CounterMetricFamily(
+        "querygate_cache_hits",
+        "Lookups answered from the cache, by layer (exact, semantic).",
+        labels=["layer"],
+    )
+    hits.add_metric(["exact"], stats.exact_hits)
+    hits.add_metric(["semantic"], stats.semantic_hits)
+    yield hits
+    yield _counter("querygate_cache_misses", "Lookups with no hit.", stats.misses)
+    yield _counter("querygate_cache_stores", "Answers stored.", stats.stores)
+    yield _counter(
+        "querygate_cache_evictions",
+        "Entries evicted, least recently used first, to stay within "
+        "max_entries or max_memory_mb.",
+        stats.evictions,
+    )
+    yield _counter(
+        "querygate_cache_expirations",
+        "Entries removed by the sweeper after both TTLs passed.",
+        stats.expirations,
+    )
+
+    yield GaugeMetricFamily(
+        "querygate_cache_entries", "Entries held now.", value=stats.entries
+    )
+    yield GaugeMetricFamily(
+        "querygate_cache_index_vectors",
+        "Vectors in the FAISS indexes of all scopes now.",
+        value=stats.index_vectors,
+    )
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the router, registered on a registry the caller owns.
 
-Series count: the tenant label (tokens, cost and baseline cost) adds one series per
+Series count: the tenant label (tokens, cost and baseline cost) adds series per
 tenant and model, so the number of tenants bounds the size of a scrape. Every other
 label takes values from the configuration or from fixed sets.
 """

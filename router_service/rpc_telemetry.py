@@ -52,23 +52,14 @@ def _status_code(context: grpc.aio.ServicerContext, error: BaseException | None)
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED.name
     code = context.code()
-    if code is not None:
-        # The aio context returns the StatusCode, or its integer value once set
-        # by abort; both name the same status.
-        return code.name if isinstance(code, grpc.StatusCode) else _code_name(code)
+    if isinstance(code, grpc.StatusCode):
+        return code.name
     # grpc reports an exception that escapes the servicer as UNKNOWN.
     return grpc.StatusCode.UNKNOWN.name if error is not None else "OK"
 
 
-def _code_name(value: object) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == value:
-            return status.name
-    return str(value)
-
-
 class RpcTelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts, times and logs each RPC of the services under `service_prefix`."""
+    """Counts, times and logs each RPC of the service named `service_name`."""
 
     def __init__(self, metrics: RouterMetrics, service_name: str) -> None:
         self._metrics = metrics

@@ -30,7 +30,7 @@ def scrape(port: int) -> Scrape:
     """GET http://127.0.0.1:PORT/metrics and parse it.
 
     Raises:
-        httpx.HTTPStatusError: the endpoint answered with an error status.
+        httpx.HTTPStatusError: the endpoint returned an error status.
     """
     response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     response.raise_for_status()

@@ -56,7 +56,10 @@ class Cache:
 
 @pytest.fixture
 def cache(real_embedder: SentenceTransformerEmbedder) -> Iterator[Cache]:
-    settings = settings_for_tests(metrics_address="127.0.0.1:0", max_entries=2)
+    # The guard's verifier does not change the metrics; its rules stay on.
+    settings = settings_for_tests(
+        metrics_address="127.0.0.1:0", max_entries=2, false_hit_guard="rules"
+    )
     with (
         start_cache_server(real_embedder, settings) as running,
         grpc.insecure_channel(running.target) as channel,
@@ -140,7 +143,9 @@ def test_not_ready_until_loaded() -> None:
         release.wait(30)
         return loaded
 
-    settings = settings_for_tests(metrics_address="127.0.0.1:0")
+    settings = settings_for_tests(
+        metrics_address="127.0.0.1:0", false_hit_guard="rules"
+    )
     running = create_server(settings, load_embedder=load_slowly)
     try:
         port = running.metrics_port
