@@ -20,6 +20,7 @@ from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.backends import Completion, CompletionRequest, build_backend
 from router_service.metrics import RecentlySeen, RouterMetrics
+from router_service.rpc_telemetry import MAX_LOGGED_ID_CHARS
 from router_service.server import RunningServer, create_server
 from router_service.settings import LimitSettings, ResilienceSettings, RouterSettings
 from router_service.testing import (
@@ -399,3 +400,19 @@ def test_breakers_exported_closed_before_any_call() -> None:
             "querygate_router_breaker_state", {"model": name}
         )
         assert value == 0
+
+
+async def test_huge_tenant_cut_in_log_line(
+    router: Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router_service.rpc_telemetry")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await router.stub.Route(route_request(tenant="t\x07" * 50_000), timeout=10)
+    await rpc_finished(router.running.metrics, "Route", "INVALID_ARGUMENT")
+
+    (line,) = [r.__dict__ for r in caplog.records if r.getMessage() == "rpc_completed"]
+
+    # Each cut "\\x07" escapes to 4 characters, and ascii() adds 2 quotes.
+    assert len(line["tenant"]) <= 4 * MAX_LOGGED_ID_CHARS + 2
+    assert "\x07" not in line["tenant"]
+    assert line["tenant"].startswith("'t\\x07t")
