@@ -412,7 +412,7 @@ async def test_huge_tenant_cut_in_log_line(
 
     (line,) = [r.__dict__ for r in caplog.records if r.getMessage() == "rpc_completed"]
 
-    # Each cut "\\x07" escapes to 4 characters, and ascii() adds 2 quotes.
+    # Each cut \x07 escapes to 4 characters, and ascii() adds 2 quotes.
     assert len(line["tenant"]) <= 4 * MAX_LOGGED_ID_CHARS + 2
     assert "\x07" not in line["tenant"]
     assert line["tenant"].startswith("'t\\x07t")
