@@ -213,7 +213,7 @@ class SemanticCache:
             InvalidRequestError: the query or the scope is invalid.
         """
         check_query(query, self._settings, field_name="query.query")
-        check_scope(scope, field_name="query.scope")
+        check_scope(scope, self._settings, field_name="query.scope")
         key = (scope.key(), normalize_query(query))
         with self._lock:
             entry_id = self._exact.get(key)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from cache_service.errors import InvalidRequestError
+from cache_service.request_limits import scope_violation
 from cache_service.scope import Scope
 from cache_service.settings import CacheSettings
 
@@ -136,28 +136,40 @@ def check_tenant_id(tenant: str, field_name: str = "tenant") -> None:
             )
 
 
-def check_scope(scope: Scope, field_name: str = "scope") -> None:
-    """Raise InvalidRequestError when the scope has a bad tenant or parameter."""
+def check_scope(
+    scope: Scope, settings: CacheSettings, field_name: str = "scope"
+) -> None:
+    """Raise InvalidRequestError when the scope breaks a rule that the router shares.
+
+    The rules and their default limits are those of ``request_limits``, so the
+    cache rejects exactly what the router rejects when both run with defaults.
+    """
     check_tenant_id(scope.tenant, f"{field_name}.tenant")
-    temperature = scope.temperature
-    if temperature is not None and not (
-        math.isfinite(temperature) and temperature >= 0
-    ):
+    violation = scope_violation(
+        scope.system_prompt,
+        scope.conversation,
+        scope.temperature,
+        scope.max_tokens,
+        settings.scope_limits(),
+    )
+    if violation is not None:
+        path = _SCOPE_FIELD_PATHS.get(violation.field, violation.field)
         raise InvalidRequestError(
-            f"{field_name}.params.temperature must be a finite number >= 0; got "
-            f"{temperature}. Leave it unset when the model default applies."
+            f"{field_name}.{path} {violation.rule}. {violation.fix}"
         )
-    if scope.max_tokens is not None and scope.max_tokens <= 0:
-        raise InvalidRequestError(
-            f"{field_name}.params.max_tokens must be greater than 0; got "
-            f"{scope.max_tokens}. Leave it unset when the model default applies."
-        )
+
+
+# Generation parameters sit in a sub-message of the cache's Scope.
+_SCOPE_FIELD_PATHS = {
+    "temperature": "params.temperature",
+    "max_tokens": "params.max_tokens",
+}
 
 
 def check_lookup(request: LookupQuery, settings: CacheSettings) -> None:
     """Raise InvalidRequestError naming the first field of ``request`` that is bad."""
     check_query(request.query, settings)
-    check_scope(request.scope)
+    check_scope(request.scope, settings)
     threshold = request.min_similarity
     if threshold is not None and not (0.0 < threshold <= 1.0):
         raise InvalidRequestError(
@@ -169,7 +181,7 @@ def check_lookup(request: LookupQuery, settings: CacheSettings) -> None:
 def check_store(request: StoreCommand, settings: CacheSettings) -> None:
     """Raise InvalidRequestError naming the first field of ``request`` that is bad."""
     check_query(request.query, settings)
-    check_scope(request.scope)
+    check_scope(request.scope, settings)
     if len(request.answer) > settings.max_answer_chars:
         raise InvalidRequestError(
             f"answer must be at most {settings.max_answer_chars} characters; got "

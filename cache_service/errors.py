@@ -41,6 +41,14 @@ class IndexVersionError(CacheError):
     """The stored entries were embedded by a different model or dimension."""
 
 
+class AuthenticationError(CacheError):
+    """The request carries no API key, or a key that no keys file entry matches."""
+
+
+class PermissionDeniedError(CacheError):
+    """The API key may not act for the tenant named, or may not call the RPC."""
+
+
 class GuardArtifactError(SettingsError):
     """The false-hit guard's verifier artifact is missing, altered or outdated."""
 
@@ -60,6 +68,8 @@ STATUS_CODES: dict[type[CacheError], grpc.StatusCode] = {
     IndexVersionError: grpc.StatusCode.FAILED_PRECONDITION,
     GuardArtifactError: grpc.StatusCode.FAILED_PRECONDITION,
     BackupError: grpc.StatusCode.FAILED_PRECONDITION,
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

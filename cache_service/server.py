@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service import embedding
+from cache_service.auth import CacheRequestGuard, cache_method_rules, load_key_store
 from cache_service.backup import SnapshotWriter
 from cache_service.cache import SemanticCache
 from cache_service.embedding import Embedder
@@ -30,9 +31,11 @@ from cache_service.health_checks import CacheHealth, HealthMonitor
 from cache_service.health_report import HealthReport
 from cache_service.metrics import CacheMetrics
 from cache_service.persistence import SqliteEntryStore
+from cache_service.request_limits import grpc_limit_options
 from cache_service.rpc_telemetry import RpcTelemetryInterceptor
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
+from cache_service.tls import add_port
 
 logger = logging.getLogger(__name__)
 
@@ -119,17 +122,23 @@ def create_server(
     # with one thread and 22 ms with two. NOTE: this setting is process-wide.
     faiss.omp_set_num_threads(1)
     metrics = CacheMetrics()
-    # The telemetry interceptor comes first, so it also sees RPCs that later
-    # interceptors end.
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME)],
-    )
     health_checks = CacheHealth(durable=settings.data_dir is not None)
     servicer = CacheServicer(
         settings.min_cosine_similarity,
         health=health_checks,
         snapshots=SnapshotWriter(settings.data_dir, settings.backup_dir),
+    )
+    guard = CacheRequestGuard(
+        load_key_store(settings), cache_method_rules(servicer.entry_tenant)
+    )
+    # The telemetry interceptor comes first, so it also sees RPCs that later
+    # interceptors end.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+        interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
+        options=grpc_limit_options(
+            settings.max_message_bytes, settings.max_metadata_bytes
+        ),
     )
     cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
 
@@ -141,7 +150,13 @@ def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
 
-    port = server.add_insecure_port(settings.address)
+    port = add_port(
+        server,
+        settings.address,
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        settings.tls_client_ca_file,
+    )
     if port == 0:
         raise RuntimeError(f"cannot bind the cache service to {settings.address}")
     server.start()

@@ -249,6 +249,13 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             return FeedbackCounts(good=0, bad=0)
         return self._feedback.counts()
 
+    def entry_tenant(self, entry_id: str) -> str | None:
+        """Return the tenant of entry ``entry_id``; None when unknown or not loaded."""
+        cache = self._cache
+        if cache is None or not entry_id.strip().isdigit():
+            return None
+        return cache.entry_tenant(int(entry_id))
+
     def _feedback_recorder(self) -> FeedbackRecorder:
         if self._feedback is None:
             raise NotReadyError("the cache service is still loading; retry later")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cache_service import request_limits
+from cache_service.api_keys import auth_setting_problem
 from cache_service.errors import SettingsError
 
 ENV_PREFIX = "QUERYGATE_CACHE_"
@@ -27,7 +29,7 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 GUARD_MODES = ("on", "rules", "off")
-_TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a folder path"}
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a path"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,25 @@ class CacheSettings:
     false_hit_guard: str = "on"
     # Empty: the verifier committed in cache_service/models/guard.
     guard_verifier_dir: Path | None = None
+    # Limits of the scope fields. The router applies the same rules, with the same
+    # defaults, from cache_service.request_limits.
+    max_system_prompt_chars: int = request_limits.DEFAULT_MAX_SYSTEM_PROMPT_CHARS
+    max_conversation_turns: int = request_limits.DEFAULT_MAX_CONVERSATION_TURNS
+    max_conversation_chars: int = request_limits.DEFAULT_MAX_CONVERSATION_CHARS
+    max_output_tokens: int = request_limits.DEFAULT_MAX_OUTPUT_TOKENS
+    # gRPC's own limits. A larger request or larger request metadata is rejected by
+    # gRPC with RESOURCE_EXHAUSTED before any handler runs.
+    max_message_bytes: int = request_limits.DEFAULT_MAX_MESSAGE_BYTES
+    max_metadata_bytes: int = request_limits.DEFAULT_MAX_METADATA_BYTES
+    # "keys" checks API keys against api_keys_file. Without a file, the service
+    # serves unauthenticated on a loopback address only. "off" never checks keys.
+    auth: str = "keys"
+    api_keys_file: Path | None = None
+    # TLS certificate chain and private key (PEM). A client CA turns on mutual TLS:
+    # clients without a certificate signed by it cannot connect.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -97,6 +118,15 @@ class CacheSettings:
             values.update(_read_toml(config_file))
         values.update(_read_env(env))
         return cls(**values)
+
+    def scope_limits(self) -> request_limits.ScopeLimits:
+        """Return the limits of the scope fields."""
+        return request_limits.ScopeLimits(
+            max_system_prompt_chars=self.max_system_prompt_chars,
+            max_conversation_turns=self.max_conversation_turns,
+            max_conversation_chars=self.max_conversation_chars,
+            max_output_tokens=self.max_output_tokens,
+        )
 
     def as_log_fields(self) -> dict[str, str]:
         """Return every setting as a string, for the startup log line.
@@ -198,6 +228,12 @@ def _check_positive(settings: CacheSettings) -> None:
         "sweep_interval_s",
         "health_check_interval_s",
         "max_workers",
+        "max_system_prompt_chars",
+        "max_conversation_turns",
+        "max_conversation_chars",
+        "max_output_tokens",
+        "max_message_bytes",
+        "max_metadata_bytes",
     ):
         value = getattr(settings, name)
         _require(
@@ -272,6 +308,37 @@ def _check_guard(settings: CacheSettings) -> None:
     )
 
 
+def _check_auth(settings: CacheSettings) -> None:
+    problem = auth_setting_problem(
+        settings.address, settings.auth, settings.api_keys_file
+    )
+    _require(
+        problem is None,
+        f"{problem} Environment: {env_name('auth')}, {env_name('api_keys_file')}.",
+    )
+
+
+def _check_tls(settings: CacheSettings) -> None:
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    _require(
+        (cert is None) == (key is None),
+        f"tls_cert_file and tls_key_file must be set together; got {cert} and "
+        f"{key}. Set both for TLS, or neither for plain text.",
+    )
+    _require(
+        settings.tls_client_ca_file is None or cert is not None,
+        f"tls_client_ca_file needs tls_cert_file and tls_key_file; got only "
+        f"{settings.tls_client_ca_file}. Mutual TLS runs over TLS.",
+    )
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        path = getattr(settings, name)
+        _require(
+            path is None or path.is_file(),
+            f"{name} must be an existing PEM file; got {path}. "
+            f"Set {env_name(name)} to the file's path.",
+        )
+
+
 _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_similarity,
     _check_positive,
@@ -280,4 +347,6 @@ _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_embedding_backend,
     _check_model_dir,
     _check_guard,
+    _check_auth,
+    _check_tls,
 )

@@ -24,6 +24,13 @@ from router_service.errors import (
 
 logger = logging.getLogger(__name__)
 
+# gRPC waits up to 120 s between reconnection attempts by default, so a cache
+# that was down for minutes could stay unused that long after it is back.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
+
 _LAYER_NAMES = {
     cache_pb2.HIT_LAYER_EXACT: "exact",
     cache_pb2.HIT_LAYER_SEMANTIC: "semantic",
@@ -78,7 +85,7 @@ class CacheClient:
     ) -> None:
         self._target = target
         self._timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
         self._throttle = _WarningThrottle(warning_interval_s)
 

@@ -1,0 +1,164 @@
+"""Access rules per RPC, shared by the request guards of both services.
+
+A rule gets the caller's principal and the parsed request, may fill an empty
+tenant field with the key's tenant, and returns a ``Denial`` or None. Each
+service's guard turns a denial into its own error class. Nothing here imports
+grpc, so the rules are tested without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from cache_service.api_keys import (
+    MISSING_KEY_MESSAGE,
+    UNKNOWN_KEY_MESSAGE,
+    KeyStore,
+    Principal,
+    Role,
+    admin_problem,
+    bearer_key,
+    tenant_problem,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A rejected request: ``authenticated`` False means no valid key."""
+
+    authenticated: bool
+    message: str
+
+
+AccessRule = Callable[[Principal, Message], Denial | None]
+
+
+def authenticate(
+    keys: KeyStore, metadata: Iterable[tuple[str, str | bytes]]
+) -> Principal | Denial:
+    """Return the principal of the request's bearer key, or why there is none."""
+    key = bearer_key(metadata)
+    if key is None:
+        return Denial(authenticated=False, message=MISSING_KEY_MESSAGE)
+    principal = keys.authenticate(key)
+    if principal is None:
+        return Denial(authenticated=False, message=UNKNOWN_KEY_MESSAGE)
+    return principal
+
+
+def any_key(principal: Principal, request: Message) -> Denial | None:
+    """Allow every caller with a valid key."""
+    return None
+
+
+def admin_only(method: str) -> AccessRule:
+    """Allow only admin keys to call ``method``."""
+
+    def rule(principal: Principal, request: Message) -> Denial | None:
+        problem = admin_problem(principal, method)
+        return None if problem is None else Denial(True, problem)
+
+    return rule
+
+
+def service_or_admin(method: str) -> AccessRule:
+    """Allow service and admin keys, for RPCs that report on every tenant."""
+
+    def rule(principal: Principal, request: Message) -> Denial | None:
+        if principal.acts_for_any_tenant:
+            return None
+        return Denial(
+            True,
+            f"{method} reports on every tenant and needs a service or admin API "
+            f"key; the key (id {principal.key_id}) has the role tenant.",
+        )
+
+    return rule
+
+
+def tenant_at(*path: str) -> AccessRule:
+    """Check the tenant field at ``path`` in the request against the key.
+
+    An empty field takes the key's tenant. A different tenant is allowed only for
+    service and admin keys.
+    """
+
+    def rule(principal: Principal, request: Message) -> Denial | None:
+        return check_tenant_field(principal, request, path)
+
+    return rule
+
+
+def check_tenant_field(
+    principal: Principal, request: Message, path: tuple[str, ...]
+) -> Denial | None:
+    """Apply the tenant rule of ``tenant_at`` to the field at ``path``."""
+    parent = request
+    for name in path[:-1]:
+        parent = getattr(parent, name)
+    requested = getattr(parent, path[-1])
+    problem = tenant_problem(principal, requested, ".".join(path))
+    if problem is not None:
+        return Denial(True, problem)
+    if not requested:
+        setattr(parent, path[-1], principal.tenant)
+    return None
+
+
+def owns_or_admin(principal: Principal, owner: str | None, what: str) -> Denial | None:
+    """Allow acting on ``what`` owned by ``owner``; None means it does not exist."""
+    if owner is None or owner == principal.tenant or principal.acts_for_any_tenant:
+        return None
+    return Denial(
+        True,
+        f"{what} belongs to another tenant; changing it needs an admin API key "
+        f"(the key id {principal.key_id} is a {principal.role.value} key of "
+        f"tenant {principal.tenant!r}).",
+    )
+
+
+def is_admin(principal: Principal) -> bool:
+    """True for admin keys."""
+    return principal.role is Role.ADMIN
+
+
+class RejectionLog:
+    """Logs rejected requests as ``auth_rejected`` warnings, one per interval.
+
+    Requests without a valid key can arrive in floods, so the lines in between are
+    counted and the count is logged with the next line.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def record(self, method: str, denial: Denial, key_id: str | None) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self._interval_s:
+                self._suppressed += 1
+                return
+            self._last = now
+            suppressed, self._suppressed = self._suppressed, 0
+        logger.warning(
+            "auth_rejected",
+            extra={
+                "method": method,
+                "code": "PERMISSION_DENIED"
+                if denial.authenticated
+                else "UNAUTHENTICATED",
+                "key_id": key_id,
+                "suppressed_since_last": suppressed,
+            },
+        )

@@ -1,0 +1,264 @@
+"""Request guard of the cache service: a server interceptor run before each RPC.
+
+For every unary request it:
+
+1. parses the request bytes itself, so a malformed message (bad protobuf or
+   invalid UTF-8 in a string field) gets INVALID_ARGUMENT instead of gRPC's own
+   INTERNAL;
+2. with a key store, reads ``authorization: Bearer <key>`` and rejects a
+   missing or unknown key with UNAUTHENTICATED;
+3. applies the method's rule from ``cache_method_rules``: an empty tenant field
+   takes the key's tenant, and another tenant or an admin RPC without an admin
+   key gets PERMISSION_DENIED.
+
+A method missing from the rules table needs an admin key, so a new RPC is closed
+until someone writes its rule. Health checks need no key. Without a key store
+(auth off, or loopback without a keys file) only step 1 runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import Message
+from querygate.cache.v1 import cache_pb2
+
+from cache_service.access import (
+    AccessRule,
+    Denial,
+    RejectionLog,
+    admin_only,
+    any_key,
+    authenticate,
+    owns_or_admin,
+    service_or_admin,
+    tenant_at,
+)
+from cache_service.api_keys import KeyStore, Principal
+from cache_service.errors import (
+    AuthenticationError,
+    CacheError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    status_code_for,
+)
+from cache_service.settings import CacheSettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
+PUBLIC_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+)
+REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+EntryOwner = Callable[[str], str | None]
+
+
+def load_key_store(settings: CacheSettings) -> KeyStore | None:
+    """Return the key store of ``settings``, or None when requests go unchecked.
+
+    Logs a warning when the service serves without authentication. Settings
+    validation has already rejected that case on a non-loopback address unless
+    ``auth`` is "off".
+    """
+    if settings.api_keys_file is not None:
+        keys = KeyStore(settings.api_keys_file)
+        logger.info(
+            "api_keys_loaded",
+            extra={"path": str(settings.api_keys_file), "keys": len(keys)},
+        )
+        return keys
+    logger.warning(
+        "auth_disabled",
+        extra={
+            "address": settings.address,
+            "auth": settings.auth,
+            "remedy": "set QUERYGATE_CACHE_API_KEYS_FILE to require API keys",
+        },
+    )
+    return None
+
+
+def _method(name: str) -> str:
+    return f"/{SERVICE_NAME}/{name}"
+
+
+def cache_method_rules(entry_owner: EntryOwner) -> dict[str, AccessRule]:
+    """Return the access rule of each cache RPC, keyed by its full method name.
+
+    ``entry_owner`` returns the tenant of an entry id, or None when no such entry
+    exists. Methods missing here need an admin key; add admin RPCs with
+    ``admin_only`` to say so explicitly.
+    """
+    return {
+        _method("Lookup"): tenant_at("scope", "tenant"),
+        _method("Store"): tenant_at("scope", "tenant"),
+        _method("Feedback"): tenant_at("tenant"),
+        _method("Invalidate"): _invalidate_rule(entry_owner),
+        _method("Stats"): service_or_admin("Stats"),
+        _method("Health"): service_or_admin("Health"),
+        _method("Snapshot"): admin_only("Snapshot"),
+        REFLECTION_METHOD: any_key,
+    }
+
+
+def _invalidate_rule(entry_owner: EntryOwner) -> AccessRule:
+    """Invalidate: a tenant key removes only its own tenant's entries."""
+    by_tenant = tenant_at("tenant")
+    by_query = tenant_at("query", "scope", "tenant")
+
+    def rule(principal: Principal, request: Message) -> Denial | None:
+        request = cast(cache_pb2.InvalidateRequest, request)
+        target = request.WhichOneof("target")
+        if target == "tenant":
+            return by_tenant(principal, request)
+        if target == "query":
+            return by_query(principal, request)
+        if target == "entry_id":
+            owner = entry_owner(request.entry_id)
+            return owns_or_admin(principal, owner, f"entry_id {request.entry_id!r}")
+        # No target: the servicer rejects the request with INVALID_ARGUMENT.
+        return None
+
+    return rule
+
+
+class CacheRequestGuard(grpc.ServerInterceptor):
+    """Parses, authenticates and authorizes each RPC before the servicer runs."""
+
+    def __init__(self, keys: KeyStore | None, rules: Mapping[str, AccessRule]) -> None:
+        self._keys = keys
+        self._rules = rules
+        self._rejections = RejectionLog()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guard_unary(handler, method, metadata),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._guard_unary_stream(handler, method, metadata),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None and self._needs_key(method):
+            return grpc.stream_stream_rpc_method_handler(
+                self._guard_stream_stream(handler, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _needs_key(self, method: str) -> bool:
+        return self._keys is not None and method not in PUBLIC_METHODS
+
+    def _guard_unary(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[bytes, grpc.ServicerContext], Any]:
+        def guarded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            request = self._admit(handler, method, metadata, raw, context)
+            return handler.unary_unary(request, context)
+
+        return guarded
+
+    def _guard_unary_stream(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[bytes, grpc.ServicerContext], Any]:
+        def guarded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            request = self._admit(handler, method, metadata, raw, context)
+            yield from handler.unary_stream(request, context)
+
+        return guarded
+
+    def _guard_stream_stream(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
+            self._abort_on_error(context, lambda: self._principal(method, metadata))
+            yield from handler.stream_stream(requests, context)
+
+        return guarded
+
+    def _admit(
+        self,
+        handler: grpc.RpcMethodHandler,
+        method: str,
+        metadata: Any,
+        raw: bytes,
+        context: grpc.ServicerContext,
+    ) -> Any:
+        """Return the parsed request, or abort the RPC with the reason."""
+
+        def check() -> Any:
+            principal = self._principal(method, metadata)
+            request = parse_request(handler, method, raw)
+            if principal is not None:
+                rule = self._rules.get(method, admin_only(method.rpartition("/")[2]))
+                self._raise_denial(method, rule(principal, request), principal)
+            return request
+
+        return self._abort_on_error(context, check)
+
+    def _principal(self, method: str, metadata: Any) -> Principal | None:
+        if not self._needs_key(method):
+            return None
+        assert self._keys is not None
+        result = authenticate(self._keys, metadata or ())
+        if isinstance(result, Denial):
+            self._raise_denial(method, result, None)
+        assert isinstance(result, Principal)
+        return result
+
+    def _raise_denial(
+        self, method: str, denial: Denial | None, principal: Principal | None
+    ) -> None:
+        if denial is None:
+            return
+        key_id = principal.key_id if principal is not None else None
+        self._rejections.record(method, denial, key_id)
+        if denial.authenticated:
+            raise PermissionDeniedError(denial.message)
+        raise AuthenticationError(denial.message)
+
+    @staticmethod
+    def _abort_on_error(context: grpc.ServicerContext, check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except CacheError as error:
+            context.abort(status_code_for(error), str(error))
+        # context.abort always raises, but grpc does not annotate it as NoReturn.
+        raise AssertionError("unreachable")
+
+
+def parse_request(handler: grpc.RpcMethodHandler, method: str, raw: bytes) -> Any:
+    """Deserialize ``raw`` with the handler's parser.
+
+    Raises:
+        InvalidRequestError: the bytes are not a valid message of the method's
+            request type.
+    """
+    if handler.request_deserializer is None:
+        return raw
+    try:
+        return handler.request_deserializer(raw)
+    except Exception:
+        raise InvalidRequestError(
+            f"the request body is not a valid {method.rpartition('/')[2]} request "
+            "message: it is malformed protobuf or has invalid UTF-8 in a string "
+            "field. Build requests with the querygate.cache.v1 stubs."
+        ) from None

@@ -1,0 +1,131 @@
+"""Rules for the scope fields of a request, shared by the cache and the router.
+
+The router checks a request early and the cache checks it again, because the
+cache must not trust its caller. Both call ``scope_violation`` with the same
+limits, so a request that the router accepts is never rejected by the cache
+when both run with the default limits. Nothing here imports grpc.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+CONVERSATION_ROLES = ("user", "assistant")
+MAX_TEMPERATURE = 2.0
+# Defaults of both services' settings. The largest request they allow, with every
+# text at its limit, stays far below the default 4 MiB gRPC message limit.
+DEFAULT_MAX_SYSTEM_PROMPT_CHARS = 32_000
+DEFAULT_MAX_CONVERSATION_TURNS = 100
+DEFAULT_MAX_CONVERSATION_CHARS = 100_000
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+
+
+class Turn(Protocol):
+    """One earlier message of a conversation."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ScopeLimits:
+    """Upper bounds of the scope fields; each must be greater than 0."""
+
+    max_system_prompt_chars: int = DEFAULT_MAX_SYSTEM_PROMPT_CHARS
+    max_conversation_turns: int = DEFAULT_MAX_CONVERSATION_TURNS
+    max_conversation_chars: int = DEFAULT_MAX_CONVERSATION_CHARS
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken rule: the field as the router's request names it, rule and fix."""
+
+    field: str
+    rule: str
+    fix: str
+
+
+def scope_violation(
+    system_prompt: str,
+    conversation: Sequence[Turn],
+    temperature: float | None,
+    max_tokens: int | None,
+    limits: ScopeLimits,
+) -> Violation | None:
+    """Return the first rule that the scope fields break, or None."""
+    if temperature is not None and not (
+        math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE
+    ):
+        return Violation(
+            "temperature",
+            f"must be between 0 and {MAX_TEMPERATURE:g}; got {temperature}",
+            "Omit it to use the model's default.",
+        )
+    if max_tokens is not None and not 1 <= max_tokens <= limits.max_output_tokens:
+        return Violation(
+            "max_tokens",
+            f"must be between 1 and {limits.max_output_tokens}; got {max_tokens}",
+            "Omit it to use the model's default.",
+        )
+    if len(system_prompt) > limits.max_system_prompt_chars:
+        return Violation(
+            "system_prompt",
+            f"must be at most {limits.max_system_prompt_chars} characters "
+            f"(max_system_prompt_chars); got {len(system_prompt)}",
+            "Shorten the instructions.",
+        )
+    return _conversation_violation(conversation, limits)
+
+
+def _conversation_violation(
+    conversation: Sequence[Turn], limits: ScopeLimits
+) -> Violation | None:
+    if len(conversation) > limits.max_conversation_turns:
+        return Violation(
+            "conversation",
+            f"must have at most {limits.max_conversation_turns} turns "
+            f"(max_conversation_turns); got {len(conversation)}",
+            "Send only the most recent turns.",
+        )
+    total_chars = 0
+    for index, turn in enumerate(conversation):
+        if turn.role not in CONVERSATION_ROLES:
+            return Violation(
+                f"conversation[{index}].role",
+                f"must be user or assistant; got {turn.role!r}",
+                "Put instructions in system_prompt instead.",
+            )
+        total_chars += len(turn.content)
+    if total_chars > limits.max_conversation_chars:
+        return Violation(
+            "conversation",
+            f"must total at most {limits.max_conversation_chars} characters of "
+            f"content (max_conversation_chars); got {total_chars}",
+            "Send only the most recent turns, or summarize earlier ones.",
+        )
+    return None
+
+
+def grpc_limit_options(
+    max_message_bytes: int, max_metadata_bytes: int
+) -> list[tuple[str, int]]:
+    """Return gRPC server options that enforce the message and metadata limits.
+
+    gRPC rejects a larger request with RESOURCE_EXHAUSTED before any handler runs.
+    The soft and the hard metadata limit are set equal, because between the two
+    gRPC rejects a random share of requests.
+    """
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_metadata_size", max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", max_metadata_bytes),
+    ]

@@ -1,0 +1,386 @@
+"""API keys, tenant rules, admin RPCs and gRPC limits on a real cache server.
+
+The server runs on port 0 with the fake embedder: these tests are about the
+request guard in front of the servicer. tests/e2e/test_security_e2e.py runs the
+same guard with the real model, TLS and the router.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from cache_service.api_keys import KeyStore, Role, add_key
+from cache_service.auth import CacheRequestGuard
+from cache_service.errors import SettingsError
+from cache_service.server import RunningServer
+from cache_service.settings import CacheSettings
+from cache_service.testing import FakeEmbedder, settings_for_tests, start_cache_server
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Keys:
+    acme: str
+    globex: str
+    service: str
+    admin: str
+
+
+def _bearer(key: str) -> Metadata:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@pytest.fixture
+def keys_file(tmp_path: Path) -> Path:
+    return tmp_path / "keys.toml"
+
+
+@pytest.fixture
+def keys(keys_file: Path) -> Keys:
+    return Keys(
+        acme=add_key(keys_file, "acme", Role.TENANT)[0],
+        globex=add_key(keys_file, "globex", Role.TENANT)[0],
+        service=add_key(keys_file, "querygate-router", Role.SERVICE)[0],
+        admin=add_key(keys_file, "ops", Role.ADMIN)[0],
+    )
+
+
+@pytest.fixture
+def server(keys: Keys, keys_file: Path) -> Iterator[RunningServer]:
+    settings = settings_for_tests(api_keys_file=keys_file, max_metadata_bytes=4096)
+    with start_cache_server(FakeEmbedder(), settings) as running:
+        yield running
+
+
+@pytest.fixture
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.target) as open_channel:
+        yield open_channel
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> cache_pb2_grpc.CacheServiceStub:
+    return cache_pb2_grpc.CacheServiceStub(channel)
+
+
+def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    return caught.value.code()  # type: ignore[no-any-return, attr-defined]
+
+
+def _store(
+    stub: cache_pb2_grpc.CacheServiceStub, metadata: Metadata, tenant: str = ""
+) -> cache_pb2.StoreResponse:
+    request = cache_pb2.StoreRequest(
+        query="What is the capital of France?",
+        scope=cache_pb2.Scope(tenant=tenant, model="auto"),
+        answer="Paris.",
+        finish_reason="stop",
+    )
+    return stub.Store(request, metadata=metadata, timeout=10)
+
+
+def _lookup(
+    stub: cache_pb2_grpc.CacheServiceStub, metadata: Metadata, tenant: str = ""
+) -> cache_pb2.LookupResponse:
+    request = cache_pb2.LookupRequest(
+        query="What is the capital of France?",
+        scope=cache_pb2.Scope(tenant=tenant, model="auto"),
+    )
+    return stub.Lookup(request, metadata=metadata, timeout=10)
+
+
+def test_request_without_key_is_unauthenticated(
+    stub: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        _lookup(stub, (), tenant="acme")
+
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "missing API key" in (caught.value.details() or "")
+
+
+def test_unknown_key_is_unauthenticated(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    wrong = keys.acme[:-2] + "xx"
+    with pytest.raises(grpc.RpcError) as caught:
+        _lookup(stub, _bearer(wrong), tenant="acme")
+
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert wrong not in (caught.value.details() or "")
+
+
+def test_empty_tenant_takes_key_tenant(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    stored = _store(stub, _bearer(keys.acme))
+
+    assert stored.stored
+    assert _lookup(stub, _bearer(keys.acme), tenant="acme").hit
+    assert not _lookup(stub, _bearer(keys.globex)).hit
+
+
+def test_other_tenant_is_permission_denied(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    _store(stub, _bearer(keys.acme))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _lookup(stub, _bearer(keys.globex), tenant="acme")
+
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "scope.tenant 'acme' differs from the tenant of the API key" in (
+        caught.value.details() or ""
+    )
+
+
+def test_service_key_acts_for_named_tenant(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    _store(stub, _bearer(keys.service), tenant="acme")
+
+    assert _lookup(stub, _bearer(keys.acme)).hit
+    assert not _lookup(stub, _bearer(keys.service), tenant="globex").hit
+
+
+def test_feedback_on_other_tenant_is_denied(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    entry_id = _store(stub, _bearer(keys.acme)).entry_id
+    request = cache_pb2.FeedbackRequest(
+        entry_id=entry_id, tenant="acme", rating=cache_pb2.FEEDBACK_RATING_BAD
+    )
+
+    code = _code(lambda: stub.Feedback(request, metadata=_bearer(keys.globex)))
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert _lookup(stub, _bearer(keys.acme)).hit
+
+
+def test_invalidate_own_tenant_with_tenant_key(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    _store(stub, _bearer(keys.acme))
+
+    response = stub.Invalidate(
+        cache_pb2.InvalidateRequest(tenant=""), metadata=_bearer(keys.acme)
+    )
+
+    assert response.removed == 1
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param({"tenant": "acme"}, id="tenant"),
+        pytest.param(
+            {
+                "query": cache_pb2.QueryTarget(
+                    query="What is the capital of France?",
+                    scope=cache_pb2.Scope(tenant="acme", model="auto"),
+                )
+            },
+            id="query",
+        ),
+    ],
+)
+def test_invalidate_across_tenants_needs_admin(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys, target: dict[str, object]
+) -> None:
+    _store(stub, _bearer(keys.acme))
+    request = cache_pb2.InvalidateRequest(**target)  # type: ignore[arg-type]
+
+    denied = _code(lambda: stub.Invalidate(request, metadata=_bearer(keys.globex)))
+    removed = stub.Invalidate(request, metadata=_bearer(keys.admin)).removed
+
+    assert denied is grpc.StatusCode.PERMISSION_DENIED
+    assert removed == 1
+
+
+def test_invalidate_entry_of_other_tenant_needs_admin(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    entry_id = _store(stub, _bearer(keys.acme)).entry_id
+    request = cache_pb2.InvalidateRequest(entry_id=entry_id)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Invalidate(request, metadata=_bearer(keys.globex))
+    removed = stub.Invalidate(request, metadata=_bearer(keys.acme)).removed
+
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "needs an admin API key" in (caught.value.details() or "")
+    assert removed == 1
+
+
+def test_stats_needs_service_or_admin_key(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    request = cache_pb2.StatsRequest()
+
+    denied = _code(lambda: stub.Stats(request, metadata=_bearer(keys.acme)))
+
+    assert denied is grpc.StatusCode.PERMISSION_DENIED
+    assert stub.Stats(request, metadata=_bearer(keys.service)).entries == 0
+    assert stub.Stats(request, metadata=_bearer(keys.admin)).entries == 0
+
+
+class _AbortingContext:
+    """The part of grpc.ServicerContext that the guard uses to reject a call."""
+
+    code: grpc.StatusCode | None = None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        raise grpc.RpcError(details)
+
+
+def test_method_without_rule_needs_admin(keys: Keys, keys_file: Path) -> None:
+    guard = CacheRequestGuard(KeyStore(keys_file), rules={})
+    servicer_calls: list[bytes] = []
+
+    def servicer(request: bytes, context: object) -> bytes:
+        servicer_calls.append(request)
+        return request
+
+    def continuation(details: object) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(servicer)
+
+    def call(key: str) -> _AbortingContext:
+        details = SimpleNamespace(
+            method="/querygate.cache.v1.CacheService/NewAdminRpc",
+            invocation_metadata=_bearer(key),
+        )
+        handler = guard.intercept_service(continuation, details)  # type: ignore[arg-type]
+        context = _AbortingContext()
+        with contextlib.suppress(grpc.RpcError):
+            handler.unary_unary(b"payload", context)
+        return context
+
+    assert call(keys.acme).code is grpc.StatusCode.PERMISSION_DENIED
+    assert call(keys.service).code is grpc.StatusCode.PERMISSION_DENIED
+    assert call(keys.admin).code is None
+    assert servicer_calls == [b"payload"]
+
+
+def test_health_check_needs_no_key(channel: grpc.Channel) -> None:
+    response = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=10
+    )
+
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_malformed_bytes_are_invalid_argument(
+    channel: grpc.Channel, keys: Keys
+) -> None:
+    raw_lookup = channel.unary_unary(
+        "/querygate.cache.v1.CacheService/Lookup",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    # Field 1 (query) with the invalid UTF-8 sequence C3 28, then a truncated tag.
+    for body in (b"\x0a\x02\xc3\x28", b"\xff\xff\xff\xff"):
+        with pytest.raises(grpc.RpcError) as caught:
+            raw_lookup(body, metadata=_bearer(keys.acme), timeout=10)
+
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid Lookup request message" in (caught.value.details() or "")
+
+
+def test_oversized_metadata_is_resource_exhausted(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    metadata = (*_bearer(keys.acme), ("x-padding", "p" * 8000))
+
+    code = _code(lambda: _lookup(stub, metadata))
+
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_oversized_message_is_resource_exhausted(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    request = cache_pb2.LookupRequest(query="q" * (5 * 1024 * 1024))
+
+    code = _code(lambda: stub.Lookup(request, metadata=_bearer(keys.acme)))
+
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _lookup(stub, _bearer(keys.acme)).hit is False
+
+
+def test_keys_never_appear_in_logs(
+    stub: cache_pb2_grpc.CacheServiceStub,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = keys.acme + "tail"
+
+    _store(stub, _bearer(keys.acme))
+    _lookup(stub, _bearer(keys.acme))
+    _code(lambda: _lookup(stub, _bearer(wrong)))
+    _code(lambda: _lookup(stub, _bearer(keys.globex), tenant="acme"))
+
+    logged = "\n".join(
+        f"{record.getMessage()} {record.__dict__}" for record in caplog.records
+    )
+    assert caplog.records
+    for secret in (keys.acme, keys.globex, wrong):
+        assert secret not in logged
+
+
+def test_loopback_server_without_keys_serves_and_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with (
+        start_cache_server(FakeEmbedder()) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        response = _lookup(cache_pb2_grpc.CacheServiceStub(channel), (), "acme")
+
+    assert not response.hit
+    assert "auth_disabled" in [record.getMessage() for record in caplog.records]
+
+
+def test_settings_reject_public_address_without_keys() -> None:
+    with pytest.raises(SettingsError, match=r"api_keys_file is required"):
+        CacheSettings(address="0.0.0.0:50052", data_dir=None)
+
+
+def test_settings_read_keys_file_from_environment(keys_file: Path, keys: Keys) -> None:
+    settings = CacheSettings.load(
+        {
+            "QUERYGATE_CACHE_ADDRESS": "0.0.0.0:50052",
+            "QUERYGATE_CACHE_API_KEYS_FILE": str(keys_file),
+        }
+    )
+
+    assert settings.api_keys_file == keys_file
+
+
+def test_settings_allow_public_address_with_auth_off() -> None:
+    settings = CacheSettings(address="0.0.0.0:50052", data_dir=None, auth="off")
+
+    assert settings.api_keys_file is None
+
+
+def test_settings_reject_certificate_without_key(tmp_path: Path) -> None:
+    cert = tmp_path / "server.pem"
+    cert.write_text("not read by the check")
+
+    with pytest.raises(SettingsError, match="must be set together"):
+        settings_for_tests(tls_cert_file=cert)
