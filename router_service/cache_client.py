@@ -8,19 +8,25 @@ can answer uncached. The warning for it is logged at most once per
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
+from cache_service.api_keys import AUTHORIZATION_METADATA_KEY
+from cache_service.tls import channel_credentials
 from router_service.domain import CacheHit, CacheScope, FeedbackRating
 from router_service.errors import (
     CacheUnavailableError,
+    ConfigError,
     InvalidRequestError,
     NotFoundError,
 )
+from router_service.settings import CacheSettings
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +83,78 @@ def scope_to_proto(scope: CacheScope) -> cache_pb2.Scope:
     )
 
 
+def cache_api_key(settings: CacheSettings) -> str | None:
+    """Return the router's API key for the cache, or None when none is configured.
+
+    Raises:
+        ConfigError: the named environment variable is unset or empty, or the
+            key file cannot be read or is empty.
+    """
+    if settings.api_key_env:
+        key = os.environ.get(settings.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"cache.api_key_env names {settings.api_key_env}, but that "
+                "environment variable is unset or empty. Export the router's "
+                "service key for the cache there."
+            )
+        return key
+    if settings.api_key_file:
+        try:
+            lines = Path(settings.api_key_file).read_text(encoding="utf-8").split()
+        except OSError as error:
+            raise ConfigError(
+                f"cache.api_key_file {settings.api_key_file} cannot be read: "
+                f"{error.strerror}. Fix the path or its permissions."
+            ) from None
+        if not lines:
+            raise ConfigError(
+                f"cache.api_key_file {settings.api_key_file} is empty. Write the "
+                "router's service key for the cache on its first line."
+            )
+        return lines[0]
+    return None
+
+
+def cache_channel_credentials(
+    settings: CacheSettings,
+) -> grpc.ChannelCredentials | None:
+    """Return TLS credentials for the cache channel, or None for plain text."""
+    if not (settings.tls or settings.tls_ca_file):
+        return None
+    return channel_credentials(
+        Path(settings.tls_ca_file) if settings.tls_ca_file else None,
+        Path(settings.tls_cert_file) if settings.tls_cert_file else None,
+        Path(settings.tls_key_file) if settings.tls_key_file else None,
+    )
+
+
 class CacheClient:
-    """`SemanticCache` over gRPC; the channel connects lazily on first use."""
+    """`SemanticCache` over gRPC; the channel connects lazily on first use.
+
+    With ``credentials`` the channel uses TLS, and ``api_key`` is sent as
+    ``authorization: Bearer <key>`` metadata on every call.
+    """
 
     def __init__(
-        self, target: str, timeout_s: float, warning_interval_s: float = 30.0
+        self,
+        target: str,
+        timeout_s: float,
+        warning_interval_s: float = 30.0,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
     ) -> None:
         self._target = target
         self._timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = (
+            grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        )
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((AUTHORIZATION_METADATA_KEY, f"Bearer {api_key}"),) if api_key else ()
+        )
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
         self._throttle = _WarningThrottle(warning_interval_s)
 
@@ -117,7 +186,9 @@ class CacheClient:
         if min_similarity is not None:
             request.min_similarity = min_similarity
         try:
-            response = await self._stub.Lookup(request, timeout=self._timeout_s)
+            response = await self._stub.Lookup(
+                request, timeout=self._timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             raise self._unavailable("lookup", error) from error
         if not response.hit:
@@ -151,7 +222,9 @@ class CacheClient:
             finish_reason=finish_reason,
         )
         try:
-            response = await self._stub.Store(request, timeout=self._timeout_s)
+            response = await self._stub.Store(
+                request, timeout=self._timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             raise self._unavailable("store", error) from error
         return response.entry_id if response.stored else None
@@ -170,7 +243,9 @@ class CacheClient:
             entry_id=entry_id, tenant=tenant, rating=_RATINGS[rating]
         )
         try:
-            response = await self._stub.Feedback(request, timeout=self._timeout_s)
+            response = await self._stub.Feedback(
+                request, timeout=self._timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.NOT_FOUND:
                 raise NotFoundError(

@@ -2,6 +2,9 @@
 
     python -m router_service.client "What is the capital of France?" \
         [--target HOST:PORT] [--tenant T] [--tier simple|medium|complex] [--json]
+
+When the router checks API keys, export the key as QUERYGATE_API_KEY; it is sent
+as ``authorization: Bearer <key>`` metadata and never read from the command line.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
@@ -17,6 +21,9 @@ from querygate.router.v1 import router_pb2, router_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from cache_service.tls import channel_credentials
+
+API_KEY_ENV = "QUERYGATE_API_KEY"
 TIER_CHOICES = {
     "simple": router_pb2.TIER_SIMPLE,
     "medium": router_pb2.TIER_MEDIUM,
@@ -35,7 +42,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("QUERYGATE_ROUTER_ADDRESS", "127.0.0.1:50051"),
         help="router address HOST:PORT (default: %(default)s)",
     )
-    parser.add_argument("--tenant", default="cli", help="tenant id (default: cli)")
+    parser.add_argument(
+        "--tenant",
+        default=None,
+        help="tenant id (default: the API key's tenant, or cli without a key)",
+    )
     parser.add_argument("--user", default="", help="user id within the tenant")
     parser.add_argument(
         "--tier", choices=sorted(TIER_CHOICES), help="pin a tier instead of classifying"
@@ -46,6 +57,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--json", action="store_true", help="print the response as JSON"
+    )
+    parser.add_argument(
+        "--tls-ca-file",
+        type=Path,
+        help="connect with TLS and trust this CA certificate (PEM)",
     )
     return parser.parse_args(argv)
 
@@ -83,17 +99,25 @@ def _table(response: router_pb2.RouteResponse) -> Table:
 def main(argv: list[str] | None = None) -> int:
     """Send the query and print the response; return the exit status."""
     args = _parse_args(argv)
+    api_key = os.environ.get(API_KEY_ENV, "").strip()
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    tenant = args.tenant if args.tenant is not None else ("" if api_key else "cli")
     request = router_pb2.RouteRequest(
         query=args.query,
-        tenant=args.tenant,
+        tenant=tenant,
         user=args.user,
         tier=TIER_CHOICES.get(args.tier, router_pb2.TIER_UNSPECIFIED),
         skip_cache=args.skip_cache,
     )
-    with grpc.insecure_channel(args.target) as channel:
+    channel = (
+        grpc.secure_channel(args.target, channel_credentials(args.tls_ca_file))
+        if args.tls_ca_file is not None
+        else grpc.insecure_channel(args.target)
+    )
+    with channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         try:
-            response = stub.Route(request, timeout=args.timeout)
+            response = stub.Route(request, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:
             print(
                 f"request failed: {error.code().name}: {error.details()}",

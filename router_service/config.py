@@ -19,6 +19,7 @@ from router_service.settings import (
     ModelSettings,
     ResilienceSettings,
     RouterSettings,
+    SecuritySettings,
 )
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default_config.toml"
@@ -30,6 +31,18 @@ _SERVER_KEYS = {
     "max_output_tokens": int,
     "metrics_address": str,
     "health_check_interval_s": float,
+    "max_system_prompt_chars": int,
+    "max_conversation_turns": int,
+    "max_conversation_chars": int,
+    "max_message_bytes": int,
+    "max_metadata_bytes": int,
+}
+_SECURITY_KEYS = {
+    "auth": str,
+    "api_keys_file": str,
+    "tls_cert_file": str,
+    "tls_key_file": str,
+    "tls_client_ca_file": str,
 }
 _TOP_LEVEL_SECTIONS = (
     "server",
@@ -38,6 +51,7 @@ _TOP_LEVEL_SECTIONS = (
     "resilience",
     "limits",
     "ledger",
+    "security",
     "tiers",
     "models",
 )
@@ -82,6 +96,9 @@ def settings_from_document(
     )
     ledger_path = environ.get("QUERYGATE_ROUTER_LEDGER_PATH", ledger.get("path", ""))
     backup_dir = ledger.get("backup_dir", "var/backups/router")
+    security = _typed_table(document, "security", _SECURITY_KEYS)
+    if "QUERYGATE_ROUTER_API_KEYS_FILE" in environ:
+        security["api_keys_file"] = environ["QUERYGATE_ROUTER_API_KEYS_FILE"]
     return RouterSettings(
         tiers=_parse_tiers(document.get("tiers", {})),
         models=_parse_models(document.get("models", {})),
@@ -94,8 +111,18 @@ def settings_from_document(
         ledger_path=Path(ledger_path) if ledger_path else None,
         ledger_backup_dir=Path(backup_dir) if backup_dir else None,
         log_format=environ.get("QUERYGATE_LOG_FORMAT", "text"),
+        security=_security_settings(security),
         **server,
     )
+
+
+def _security_settings(values: Mapping[str, str]) -> SecuritySettings:
+    # Empty file names mean "not set", like the other path settings.
+    converted: dict[str, Any] = {
+        key: (Path(value) if value else None) if key.endswith("_file") else value
+        for key, value in values.items()
+    }
+    return SecuritySettings(**converted)
 
 
 def _reject_unknown(table: Mapping[str, Any], allowed: Any, prefix: str) -> None:

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cache_service.request_limits import scope_violation
 from router_service.backends.base import ChatMessage
 from router_service.errors import InvalidRequestError
 from router_service.settings import TIERS, RouterSettings
 
-CONVERSATION_ROLES = ("user", "assistant")
 AUTO_MODEL = "auto"
 
 
@@ -154,34 +154,21 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
     check_tenant(query.tenant, settings.max_tenant_chars)
     if query.user:
         check_tenant(query.user, settings.max_tenant_chars, field="user")
-    if query.temperature is not None and not 0.0 <= query.temperature <= 2.0:
-        raise InvalidRequestError(
-            "temperature",
-            f"must be between 0 and 2; got {query.temperature}",
-            "Omit it to use the model's default.",
-        )
-    if query.max_tokens is not None and not (
-        1 <= query.max_tokens <= settings.max_output_tokens
-    ):
-        raise InvalidRequestError(
-            "max_tokens",
-            f"must be between 1 and {settings.max_output_tokens}; "
-            f"got {query.max_tokens}",
-            "Omit it to use the model's default.",
-        )
     if query.tier is not None and query.tier not in TIERS:
         raise InvalidRequestError(
             "tier",
             f"must be one of {', '.join(TIERS)}; got {query.tier!r}",
             "Leave it unspecified to let the classifier choose.",
         )
-    for index, turn in enumerate(query.conversation):
-        if turn.role not in CONVERSATION_ROLES:
-            raise InvalidRequestError(
-                f"conversation[{index}].role",
-                f"must be user or assistant; got {turn.role!r}",
-                "Put instructions in system_prompt instead.",
-            )
+    violation = scope_violation(
+        query.system_prompt,
+        query.conversation,
+        query.temperature,
+        query.max_tokens,
+        settings.scope_limits(),
+    )
+    if violation is not None:
+        raise InvalidRequestError(violation.field, violation.rule, violation.fix)
 
 
 def _check_query_text(text: str, max_chars: int) -> None:

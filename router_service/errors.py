@@ -131,6 +131,14 @@ class RateLimitedError(RouterError):
         self.retry_after_s = retry_after_s
 
 
+class AuthenticationError(RouterError):
+    """The request carries no API key, or a key that no keys file entry matches."""
+
+
+class PermissionDeniedError(RouterError):
+    """The API key may not act for the tenant named, or may not call the RPC."""
+
+
 class BudgetExceededError(RouterError):
     """The tenant or user has spent its daily budget."""
 
@@ -165,6 +173,8 @@ GRPC_STATUS_BY_ERROR: dict[type[RouterError], grpc.StatusCode] = {
     BudgetExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageError: grpc.StatusCode.UNAVAILABLE,
     BackupError: grpc.StatusCode.FAILED_PRECONDITION,
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

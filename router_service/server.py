@@ -22,9 +22,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
+from cache_service.request_limits import grpc_limit_options
+from cache_service.tls import add_port
+from router_service.auth import RouterRequestGuard, load_key_store
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
-from router_service.cache_client import CacheClient
+from router_service.cache_client import (
+    CacheClient,
+    cache_api_key,
+    cache_channel_credentials,
+)
 from router_service.classifier_reload import ClassifierLoader, ClassifierReloader
 from router_service.domain import SemanticCache
 from router_service.feedback import AnswerFeedback
@@ -142,7 +149,12 @@ async def create_server(
         }
     cache_client = None
     if cache is None:
-        cache_client = CacheClient(settings.cache.target, settings.cache.timeout_s)
+        cache_client = CacheClient(
+            settings.cache.target,
+            settings.cache.timeout_s,
+            credentials=cache_channel_credentials(settings.cache),
+            api_key=cache_api_key(settings.cache),
+        )
         cache = cache_client
     metrics = RouterMetrics()
     ledger = CostLedger(settings.ledger_path)
@@ -170,8 +182,12 @@ async def create_server(
 
     # The telemetry interceptor comes first, so it also sees RPCs that later
     # interceptors end.
+    guard = RouterRequestGuard(load_key_store(settings.security, settings.address))
     server = grpc.aio.server(
-        interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME)]
+        interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
+        options=grpc_limit_options(
+            settings.max_message_bytes, settings.max_metadata_bytes
+        ),
     )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(
@@ -185,7 +201,13 @@ async def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     await _set_health(health_servicer, serving=False)
-    port = server.add_insecure_port(settings.address)
+    port = add_port(
+        server,
+        settings.address,
+        settings.security.tls_cert_file,
+        settings.security.tls_key_file,
+        settings.security.tls_client_ca_file,
+    )
     if port == 0:
         raise RuntimeError(f"cannot bind the router to {settings.address}")
     await server.start()

@@ -253,8 +253,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
         return await self._handle("Feedback", context, call, fields)
 
-    # NOTE: no authentication exists yet, so any client that reaches the port
-    # can swap the classifier. This RPC must require an admin key once keys exist.
+    # The request guard (router_service.auth) lets only admin keys reach this
+    # when the router checks API keys.
     async def ReloadClassifier(
         self,
         request: router_pb2.ReloadClassifierRequest,

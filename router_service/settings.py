@@ -14,6 +14,8 @@ from typing import Any
 
 import limits
 
+from cache_service import request_limits
+from cache_service.api_keys import auth_setting_problem
 from router_service.errors import ConfigError
 from router_service.tokenizer_setting import CHARS_TOKENIZER, validate_tokenizer
 
@@ -133,9 +135,29 @@ class CacheSettings:
     # before calling the model itself; 0 turns single-flight off. The default
     # matches the default model timeout_s.
     single_flight_wait_s: float = 30.0
+    # The router's API key for the cache service: the name of an environment
+    # variable, or a file whose first line is the key. Empty sends no key.
+    api_key_env: str = ""
+    api_key_file: str = ""
+    # TLS to the cache: on when tls is true or tls_ca_file is set. The client
+    # certificate and key are sent for mutual TLS.
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         _require_address("cache.target", self.target)
+        _check_pem_files(
+            "cache", self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        )
+        _require(
+            not (self.api_key_env and self.api_key_file),
+            "cache.api_key_env and cache.api_key_file",
+            "must not both be set",
+            (self.api_key_env, self.api_key_file),
+            "Keep the one that holds the router's service key.",
+        )
         _require_positive("cache.timeout_s", self.timeout_s, "Typical: 0.2-1.0.")
         _require(
             0.0 < self.degraded_min_similarity <= 1.0,
@@ -217,6 +239,74 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """API keys and TLS of the router's own port (the [security] table).
+
+    With auth "keys" and no api_keys_file, the router serves unauthenticated on a
+    loopback address only; "off" serves without keys anywhere.
+    """
+
+    auth: str = "keys"
+    api_keys_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Set to require client certificates signed by this CA (mutual TLS).
+    tls_client_ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.tls_cert_file is None) == (self.tls_key_file is None),
+            "security.tls_cert_file and security.tls_key_file",
+            "must be set together",
+            (str(self.tls_cert_file), str(self.tls_key_file)),
+            "Set both for TLS, or neither for plain text.",
+        )
+        _require(
+            self.tls_client_ca_file is None or self.tls_cert_file is not None,
+            "security.tls_client_ca_file",
+            "needs tls_cert_file and tls_key_file",
+            str(self.tls_client_ca_file),
+            "Mutual TLS runs over TLS: set the server certificate too.",
+        )
+        for name in (
+            "api_keys_file",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+        ):
+            path = getattr(self, name)
+            _require(
+                path is None or path.is_file(),
+                f"security.{name}",
+                "must be an existing file",
+                str(path),
+                "Fix the path, or leave it empty.",
+            )
+
+
+def _check_pem_files(section: str, ca_file: str, cert_file: str, key_file: str) -> None:
+    _require(
+        bool(cert_file) == bool(key_file),
+        f"{section}.tls_cert_file and {section}.tls_key_file",
+        "must be set together",
+        (cert_file, key_file),
+        "Set both to present a client certificate, or neither.",
+    )
+    for name, value in (
+        ("tls_ca_file", ca_file),
+        ("tls_cert_file", cert_file),
+        ("tls_key_file", key_file),
+    ):
+        _require(
+            not value or Path(value).is_file(),
+            f"{section}.{name}",
+            "must be an existing PEM file",
+            value,
+            "Fix the path, or leave it empty.",
+        )
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     """Everything the router needs, built once at start-up."""
 
@@ -232,7 +322,15 @@ class RouterSettings:
     ledger_backup_dir: Path | None = Path("var/backups/router")
     max_query_chars: int = 16_000
     max_tenant_chars: int = 128
-    max_output_tokens: int = 4096
+    max_output_tokens: int = request_limits.DEFAULT_MAX_OUTPUT_TOKENS
+    # Scope limits shared with the cache service (cache_service.request_limits).
+    max_system_prompt_chars: int = request_limits.DEFAULT_MAX_SYSTEM_PROMPT_CHARS
+    max_conversation_turns: int = request_limits.DEFAULT_MAX_CONVERSATION_TURNS
+    max_conversation_chars: int = request_limits.DEFAULT_MAX_CONVERSATION_CHARS
+    # gRPC's own limits; gRPC rejects larger requests with RESOURCE_EXHAUSTED.
+    max_message_bytes: int = request_limits.DEFAULT_MAX_MESSAGE_BYTES
+    max_metadata_bytes: int = request_limits.DEFAULT_MAX_METADATA_BYTES
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
     metrics_address: str = ""
     # Seconds between background re-runs of the classifier and ledger checks.
@@ -255,8 +353,25 @@ class RouterSettings:
             self.log_format,
             "Use json in deployment and text locally.",
         )
-        for name in ("max_query_chars", "max_tenant_chars", "max_output_tokens"):
+        for name in (
+            "max_query_chars",
+            "max_tenant_chars",
+            "max_output_tokens",
+            "max_system_prompt_chars",
+            "max_conversation_turns",
+            "max_conversation_chars",
+            "max_message_bytes",
+            "max_metadata_bytes",
+        ):
             _require_positive(f"server.{name}", getattr(self, name), "")
+        problem = auth_setting_problem(
+            self.address,
+            self.security.auth,
+            self.security.api_keys_file,
+            field_prefix="security.",
+        )
+        if problem is not None:
+            raise ConfigError(problem)
         self._check_tiers()
 
     def _check_tiers(self) -> None:
@@ -283,6 +398,15 @@ class RouterSettings:
                     name,
                     f"Add a [models.{name}] table or fix the name.",
                 )
+
+    def scope_limits(self) -> request_limits.ScopeLimits:
+        """Return the limits of the scope fields, as the cache applies them."""
+        return request_limits.ScopeLimits(
+            max_system_prompt_chars=self.max_system_prompt_chars,
+            max_conversation_turns=self.max_conversation_turns,
+            max_conversation_chars=self.max_conversation_chars,
+            max_output_tokens=self.max_output_tokens,
+        )
 
     def primary_model(self, tier: str) -> ModelSettings:
         """Return the first model configured for `tier`."""

@@ -106,8 +106,7 @@ class RouterServiceServicer:
     def ReloadClassifier(self, request, context):
         """Admin: load a classifier artifact and swap it in while requests keep
         flowing. A rejected artifact leaves the current classifier in place.
-        NOTE: no authentication exists yet, so any client can call this. It must
-        require an admin key once keys exist.
+        When the router checks API keys, this needs an admin key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,235 @@
+"""Request guard of the router: a grpc.aio server interceptor run before each RPC.
+
+It applies the same steps as the cache service's guard (``cache_service.auth``):
+parse the request bytes (malformed bytes get INVALID_ARGUMENT), check the
+``authorization: Bearer <key>`` metadata against the keys file (UNAUTHENTICATED),
+then the method's rule from ``ROUTER_METHOD_RULES`` (PERMISSION_DENIED). The
+request's ``tenant`` comes from the key: an empty field takes the key's tenant.
+
+A method missing from the rules table needs an admin key, so a new RPC is closed
+until someone writes its rule. Health checks need no key. Without a key store
+only the parsing step runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from querygate.router.v1 import router_pb2
+
+from cache_service.access import (
+    AccessRule,
+    Denial,
+    RejectionLog,
+    admin_only,
+    any_key,
+    authenticate,
+    service_or_admin,
+    tenant_at,
+)
+from cache_service.api_keys import KeyStore, Principal
+from router_service.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RouterError,
+    grpc_status_for,
+)
+from router_service.settings import SecuritySettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+PUBLIC_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+)
+REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def _method(name: str) -> str:
+    return f"/{SERVICE_NAME}/{name}"
+
+
+# Methods missing here need an admin key; list admin RPCs with admin_only anyway,
+# so a reader sees them.
+ROUTER_METHOD_RULES: Mapping[str, AccessRule] = {
+    _method("Route"): tenant_at("tenant"),
+    _method("RouteStream"): tenant_at("tenant"),
+    _method("Feedback"): tenant_at("tenant"),
+    _method("Classify"): any_key,
+    _method("ReloadClassifier"): admin_only("ReloadClassifier"),
+    _method("Health"): service_or_admin("Health"),
+    _method("Snapshot"): admin_only("Snapshot"),
+    REFLECTION_METHOD: any_key,
+}
+
+
+def load_key_store(security: SecuritySettings, address: str) -> KeyStore | None:
+    """Return the key store of ``security``, or None when requests go unchecked.
+
+    Logs a warning when the router serves without authentication.
+    """
+    if security.api_keys_file is not None:
+        keys = KeyStore(security.api_keys_file)
+        logger.info(
+            "api_keys_loaded",
+            extra={"path": str(security.api_keys_file), "keys": len(keys)},
+        )
+        return keys
+    logger.warning(
+        "auth_disabled",
+        extra={
+            "address": address,
+            "auth": security.auth,
+            "remedy": "set [security] api_keys_file to require API keys",
+        },
+    )
+    return None
+
+
+class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Parses, authenticates and authorizes each RPC before the servicer runs."""
+
+    def __init__(
+        self,
+        keys: KeyStore | None,
+        rules: Mapping[str, AccessRule] = ROUTER_METHOD_RULES,
+    ) -> None:
+        self._keys = keys
+        self._rules = rules
+        self._rejections = RejectionLog()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guard_unary(handler, method, metadata),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._guard_unary_stream(handler, method, metadata),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None and self._needs_key(method):
+            return grpc.stream_stream_rpc_method_handler(
+                self._guard_stream_stream(handler, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _needs_key(self, method: str) -> bool:
+        return self._keys is not None and method not in PUBLIC_METHODS
+
+    def _guard_unary(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def guarded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            request = await self._admit(handler, method, metadata, raw, context)
+            return await handler.unary_unary(request, context)
+
+        return guarded
+
+    def _guard_unary_stream(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def guarded(
+            raw: bytes, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            request = await self._admit(handler, method, metadata, raw, context)
+            async for message in handler.unary_stream(request, context):
+                yield message
+
+        return guarded
+
+    def _guard_stream_stream(
+        self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def guarded(
+            requests: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                self._principal(method, metadata)
+            except RouterError as error:
+                await context.abort(grpc_status_for(error), str(error))
+            async for message in handler.stream_stream(requests, context):
+                yield message
+
+        return guarded
+
+    async def _admit(
+        self,
+        handler: grpc.RpcMethodHandler,
+        method: str,
+        metadata: Any,
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        """Return the parsed request, or abort the RPC with the reason."""
+        try:
+            principal = self._principal(method, metadata)
+            request = parse_request(handler, method, raw)
+            if principal is not None:
+                rule = self._rules.get(method, admin_only(method.rpartition("/")[2]))
+                self._raise_denial(method, rule(principal, request), principal)
+            return request
+        except RouterError as error:
+            await context.abort(grpc_status_for(error), str(error))
+        # context.abort always raises, but grpc does not annotate it as NoReturn.
+        raise AssertionError("unreachable")
+
+    def _principal(self, method: str, metadata: Any) -> Principal | None:
+        if self._keys is None or method in PUBLIC_METHODS:
+            return None
+        result = authenticate(self._keys, metadata or ())
+        if isinstance(result, Denial):
+            self._raise_denial(method, result, None)
+        assert isinstance(result, Principal)
+        return result
+
+    def _raise_denial(
+        self, method: str, denial: Denial | None, principal: Principal | None
+    ) -> None:
+        if denial is None:
+            return
+        key_id = principal.key_id if principal is not None else None
+        self._rejections.record(method, denial, key_id)
+        if denial.authenticated:
+            raise PermissionDeniedError(denial.message)
+        raise AuthenticationError(denial.message)
+
+
+def parse_request(handler: grpc.RpcMethodHandler, method: str, raw: bytes) -> Any:
+    """Deserialize ``raw`` with the handler's parser.
+
+    Raises:
+        InvalidRequestError: the bytes are not a valid message of the method's
+            request type.
+    """
+    if handler.request_deserializer is None:
+        return raw
+    try:
+        return handler.request_deserializer(raw)
+    except Exception:
+        raise InvalidRequestError(
+            "request",
+            f"must be a valid {method.rpartition('/')[2]} request message; got "
+            "malformed protobuf or invalid UTF-8 in a string field",
+            "Build requests with the querygate.router.v1 stubs.",
+        ) from None
