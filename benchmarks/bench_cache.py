@@ -45,21 +45,21 @@ from benchmarks.bench_cache_report import write_report
 from benchmarks.bench_cache_service import (
     ReplayedPair,
     ServiceOptions,
-    SpeedClient,
     replay_pairs,
     running_service,
 )
+from benchmarks.bench_cache_speed import (
+    ServiceSpeed,
+    speed_section,
+    speed_workload,
+    time_service,
+)
 from benchmarks.bench_cache_stats import sweep, threshold_grid
-from benchmarks.bench_cache_timing import SpeedResult, measure_clients
 from benchmarks.gptcache_compare import run_gptcache
 
 REPO = Path(__file__).resolve().parent.parent
 GUARD_MODES = ("off", "rules", "on")
 GUARD_TRAINING_SETS = {"quora_qqp", "paws_wiki", "fow_cache_pairs"}
-SPEED_NOTE = (
-    "Querygate runs as its own process and is called over gRPC from this process; "
-    "GPTCache runs inside its runner process as a library, with no network hop."
-)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,6 +146,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
 
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record both caches with py-spy (from .venv-bench) during the speed "
+        "run with the most clients, and list where their time goes",
+    )
+    parser.add_argument(
         "--onnx-dir",
         type=Path,
         default=REPO / "var" / "onnx",
@@ -185,6 +191,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--concurrency must be at least 1; got {args.concurrency}")
     if args.speed_lookups < 0 or args.speed_entries < 1:
         parser.error("--speed-lookups must be 0 or more and --speed-entries 1 or more")
+    args.py_spy = None
+    if args.profile:
+        args.py_spy = args.gptcache_python.parent / "py-spy"
+        if not args.py_spy.exists():
+            parser.error(f"--profile needs {args.py_spy}; run make bench-venv")
     try:
         args.client_counts = [int(value) for value in args.clients.split(",")]
     except ValueError:
@@ -221,7 +232,7 @@ def load_sets(args: argparse.Namespace) -> list[PairSet]:
 
 def replay_mode(
     mode: str, sets: list[PairSet], args: argparse.Namespace, workdir: Path
-) -> tuple[list[ReplayedPair], list[SpeedResult]]:
+) -> tuple[list[ReplayedPair], ServiceSpeed | None]:
     """Replay every pair against a service in guard ``mode``; time it when it serves."""
     items = [
         (item.name, number, pair)
@@ -239,53 +250,20 @@ def replay_mode(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with running_service(options) as target, progress:
+    with running_service(options) as service, progress:
         task = progress.add_task("replay", total=len(items))
         replayed = replay_pairs(
-            target,
+            service.target,
             items,
             min_similarity=min(args.thresholds),
             concurrency=args.concurrency,
             advance=lambda: progress.advance(task),
         )
-        speed: list[SpeedResult] = []
+        speed = None
         if mode == args.speed_mode and args.speed_lookups:
-            speed = time_service(target, speed_workload(sets, args), args)
+            workload = speed_workload(sets, args)
+            speed = time_service(service, workload, args, workdir)
     return replayed, speed
-
-
-def speed_workload(
-    sets: list[PairSet], args: argparse.Namespace
-) -> tuple[list[str], list[str]]:
-    """Return (entries, queries): first queries of the pairs, and their partners."""
-    entries: list[str] = []
-    queries: list[str] = []
-    for item in sets:
-        for pair in item.pairs:
-            if pair.first not in entries and len(entries) < args.speed_entries:
-                entries.append(pair.first)
-                queries.append(pair.second)
-    while len(queries) < args.speed_lookups:
-        queries += queries[: args.speed_lookups - len(queries)]
-    return entries, queries[: args.speed_lookups]
-
-
-def time_service(
-    target: str, workload: tuple[list[str], list[str]], args: argparse.Namespace
-) -> list[SpeedResult]:
-    """Store the workload's entries, then time its lookups for each client count."""
-    entries, queries = workload
-    client = SpeedClient(target)
-    try:
-        client.store_all(entries, args.concurrency)
-        for query in queries[:20]:
-            client.lookup(query)
-        return [
-            measure_clients(client.lookup, queries, count)
-            for count in args.client_counts
-        ]
-    finally:
-        client.close()
 
 
 def querygate_section(
@@ -305,28 +283,6 @@ def querygate_section(
     return section
 
 
-def speed_section(
-    ours: list[SpeedResult], gptcache: dict[str, Any], args: argparse.Namespace
-) -> dict[str, Any] | None:
-    """Put both systems' speed runs side by side, with the throughput ratios."""
-    if not ours:
-        return None
-    section: dict[str, Any] = {
-        "entries": min(args.speed_entries, args.speed_entries_stored),
-        "queries": args.speed_lookups,
-        "note": SPEED_NOTE,
-        "querygate": [run.to_json() for run in ours],
-        "gptcache": gptcache.get("speed", {}),
-        "ratios": {},
-    }
-    for embedding, runs in section["gptcache"].items():
-        for mine, theirs in zip(ours, runs, strict=True):
-            if theirs["lookups_per_s"] > 0:
-                key = f"{mine.clients} clients, GPTCache with {embedding} embedding"
-                section["ratios"][key] = mine.lookups_per_s / theirs["lookups_per_s"]
-    return section
-
-
 def run_info(args: argparse.Namespace, load_before: float) -> dict[str, Any]:
     """Describe the run: command, date, commit, machine and load."""
     commit = subprocess.run(
@@ -342,6 +298,7 @@ def run_info(args: argparse.Namespace, load_before: float) -> dict[str, Any]:
         "commit": commit or "unknown",
         "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
+        "cpus": os.cpu_count() or 1,
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
         "seed": args.seed,
@@ -369,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     querygate: dict[str, Any] = {}
-    ours: list[SpeedResult] = []
+    ours: ServiceSpeed | None = None
     workload = speed_workload(sets, args) if args.speed_lookups else None
     args.speed_entries_stored = len(workload[0]) if workload else 0
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as scratch:

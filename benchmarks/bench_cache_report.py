@@ -143,16 +143,34 @@ def _speed_tables(report: dict[str, Any]) -> list[str]:
         f"{speed['entries']} stored entries, {speed['queries']} lookups per run at "
         f"the default threshold. {speed['note']}",
         "",
-        "| system | clients | lookups/s | p50 ms | p99 ms | hits | errors |",
-        "|---|---|---|---|---|---|---|",
+        "CPU columns are CPU time per lookup of the client process and of the "
+        "service process. The ceiling is the core count over their sum: the "
+        "throughput at which the lookups alone would use every core.",
+        "",
+        "| system | clients | lookups/s | p50 ms | p99 ms | hits | errors "
+        "| client CPU ms | service CPU ms | CPU ceiling lookups/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cores = report["run"]["cpus"]
     for label, runs in _speed_rows(speed):
         for run in runs:
             lines.append(
                 f"| {label} | {run['clients']} | {run['lookups_per_s']:.1f} | "
                 f"{run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['hits']} | "
-                f"{run['errors']} |"
+                f"{_errors_cell(run)} | {_cpu_cells(run, cores)} |"
             )
+    for system, profile in speed.get("profiles", {}).items():
+        if not profile:
+            continue
+        lines += [
+            "",
+            f"Where {system} spends its samples under the most clients (py-spy, "
+            "innermost function; waits inside C code count as samples):",
+            "",
+            "| function | share of samples |",
+            "|---|---|",
+        ]
+        lines += [f"| `{name}` | {share * 100:.1f} % |" for name, share in profile]
     if speed.get("ratios"):
         lines += [
             "",
@@ -162,6 +180,23 @@ def _speed_tables(report: dict[str, Any]) -> list[str]:
         for name, value in speed["ratios"].items():
             lines.append(f"| {name} | {value:.2f} |")
     return lines
+
+
+def _errors_cell(run: dict[str, Any]) -> str:
+    types = run.get("error_types") or {}
+    if not types:
+        return str(run["errors"])
+    named = ", ".join(f"{name} {count}" for name, count in sorted(types.items()))
+    return f"{run['errors']} ({named})"
+
+
+def _cpu_cells(run: dict[str, Any], cores: int) -> str:
+    client = run.get("client_cpu_ms")
+    server = run.get("server_cpu_ms")
+    total = (client or 0.0) + (server or 0.0)
+    ceiling = f"{cores * 1000 / total:.0f}" if total > 0 else "-"
+    shown = [f"{value:.2f}" if value is not None else "-" for value in (client, server)]
+    return " | ".join([*shown, ceiling])
 
 
 def _speed_rows(speed: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -52,9 +52,17 @@ class ServiceOptions:
     embedding_backend: str = "onnx"
 
 
+@dataclass(frozen=True)
+class ServiceProcess:
+    """A started cache service: the address to dial and its process id."""
+
+    target: str
+    pid: int
+
+
 @contextmanager
-def running_service(options: ServiceOptions) -> Iterator[str]:
-    """Start the cache service, yield its target once SERVING, then stop it.
+def running_service(options: ServiceOptions) -> Iterator[ServiceProcess]:
+    """Start the cache service, yield it once SERVING, then stop it.
 
     The service's log goes to ``service-<guard>.log`` in the work folder.
 
@@ -84,9 +92,13 @@ def running_service(options: ServiceOptions) -> Iterator[str]:
         try:
             try:
                 target = wait_until_serving(port_file, process)
-            except RuntimeError as error:
-                raise RuntimeError(f"{error}; see {log_path}") from None
-            yield target
+            except (RuntimeError, grpc.RpcError) as error:
+                # A service that fails to load its model or guard exits while the
+                # health check polls it, which surfaces as an RpcError.
+                raise RuntimeError(
+                    f"the cache service did not start ({error}); see {log_path}"
+                ) from None
+            yield ServiceProcess(target, process.pid)
         finally:
             process.terminate()
             try:

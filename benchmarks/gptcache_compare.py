@@ -85,6 +85,8 @@ def run_gptcache(
         "--embeddings",
         args.gptcache_embeddings,
     ]
+    if args.py_spy is not None:
+        command += ["--py-spy", str(args.py_spy)]
     log_path = workdir / "gptcache-runner.log"
     status = console.status("GPTCache: replaying pairs and timing lookups")
     with status, log_path.open("wb") as log:
@@ -109,5 +111,9 @@ def run_gptcache(
         "speed": {
             name: [run.to_json() for run in runs]
             for name, runs in results.speed.items()
+        },
+        "profiles": {
+            f"GPTCache, {name} embedding": profile
+            for name, profile in results.profiles.items()
         },
     }

@@ -71,6 +71,9 @@ class RunnerResults:
     lookup_threshold: float
     outcomes: dict[str, list[PairOutcome]]
     speed: dict[str, list[SpeedResult]]
+    # Share of py-spy samples per innermost function, by embedding; empty
+    # without --py-spy.
+    profiles: dict[str, list[list[object]]]
 
 
 def runner_input(
@@ -132,6 +135,7 @@ def parse_runner_output(document: dict[str, Any]) -> RunnerResults:
             lookup_threshold=float(document["replay_similarity_threshold"]),
             outcomes=outcomes,
             speed=speed,
+            profiles=dict(document.get("profiles", {})),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(

@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_cache_profile import finish_profile, start_profile
 from benchmarks.bench_cache_timing import measure_clients
 from benchmarks.gptcache_mapping import RUNNER_FORMAT
 
@@ -40,6 +41,7 @@ CHECK_TEXTS = (
     "ok",
 )
 MAX_ENTRIES = 1_000_000
+PROFILE_S = 20
 
 
 def onnx_embedding(onnx_file: Path, model_dir: Path) -> Callable[..., Any]:
@@ -168,19 +170,34 @@ def replay(
 
 
 def speed(
-    embed: Callable[..., Any], workload: dict[str, Any], folder: Path
-) -> list[dict[str, Any]]:
-    """Store the entries, then time lookups with each number of clients."""
+    embed: Callable[..., Any],
+    workload: dict[str, Any],
+    folder: Path,
+    py_spy: Path | None,
+) -> tuple[list[dict[str, Any]], list[list[object]]]:
+    """Store the entries, then time lookups with each number of clients.
+
+    With ``py_spy``, this process is recorded during the run with most clients.
+    Returns the runs and the profile summary.
+    """
     cache = GptCache(embed, folder, workload["similarity_threshold"])
     for entry in workload["entries"]:
         cache.put(entry, "cached answer")
     queries = workload["queries"]
     for query in queries[:20]:
         cache.get(query)
-    return [
-        measure_clients(lambda text: cache.get(text)[0], queries, clients).to_json()
-        for clients in workload["clients"]
-    ]
+    runs = []
+    profile: list[list[object]] = []
+    for clients in workload["clients"]:
+        recorder = None
+        raw_path = folder / "profile.txt"
+        if py_spy is not None and clients == max(workload["clients"]):
+            recorder = start_profile(py_spy, os.getpid(), raw_path, PROFILE_S)
+        result = measure_clients(lambda text: cache.get(text)[0], queries, clients)
+        runs.append(result.to_json())
+        if recorder is not None:
+            profile = finish_profile(recorder, raw_path)
+    return runs, profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated embedding functions to time; the first one also runs "
         "the pair replay (default: onnx,sbert)",
     )
+    parser.add_argument(
+        "--py-spy", type=Path, help="py-spy to record the run with most clients"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -219,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedding": names[0],
         "replay_similarity_threshold": request["replay_similarity_threshold"],
         "speed": {},
+        "profiles": {},
     }
     for position, name in enumerate(names):
         if name == "onnx":
@@ -231,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             output["pairs"] = replay(embed, request, args.workdir / "replay")
             output["replay_s"] = time.perf_counter() - started
         folder = args.workdir / f"speed-{name}"
-        output["speed"][name] = speed(embed, request["speed"], folder)
+        runs, profile = speed(embed, request["speed"], folder, args.py_spy)
+        output["speed"][name] = runs
+        output["profiles"][name] = profile
     args.output.write_text(json.dumps(output), encoding="utf-8")
     return 0
 

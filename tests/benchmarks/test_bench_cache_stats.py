@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import pytest
 
+from benchmarks.bench_cache_profile import summarize_profile
 from benchmarks.bench_cache_stats import (
     PairOutcome,
     percentile,
@@ -16,7 +18,7 @@ from benchmarks.bench_cache_stats import (
     threshold_grid,
     wilson_interval,
 )
-from benchmarks.bench_cache_timing import measure_clients, speed_from_json
+from benchmarks.bench_cache_timing import cpu_seconds, measure_clients, speed_from_json
 
 
 @pytest.mark.parametrize(
@@ -121,6 +123,7 @@ def test_measure_clients_counts_hits_and_errors() -> None:
     assert sorted(seen) == sorted(queries)
     assert result.lookups == 4
     assert result.errors == 1
+    assert result.error_types == {"RuntimeError": 1}
     assert result.hits == 2
     assert result.p50_ms <= result.p99_ms
 
@@ -133,3 +136,51 @@ def test_speed_result_round_trips_through_json() -> None:
 def test_measure_clients_rejects_zero_clients() -> None:
     with pytest.raises(ValueError, match="clients must be at least 1"):
         measure_clients(lambda query: True, ["a"], clients=0)
+
+
+def test_cpu_seconds_reads_own_process() -> None:
+    spent = cpu_seconds(os.getpid())
+    assert spent is not None
+    assert spent > 0
+
+
+def test_cpu_seconds_of_missing_process_is_none() -> None:
+    # Above the largest pid Linux allows (2**22), so no such process exists.
+    assert cpu_seconds(2**31 - 1) is None
+
+
+def test_measure_clients_reports_cpu_per_lookup() -> None:
+    result = measure_clients(lambda query: True, ["a", "b", "c"], 2, os.getpid())
+    assert result.client_cpu_ms is not None
+    assert result.server_cpu_ms is not None
+    assert result.client_cpu_ms >= 0
+
+
+def test_speed_result_without_cpu_fields_is_read() -> None:
+    document = measure_clients(lambda query: True, ["a"], clients=1).to_json()
+    del document["client_cpu_ms"]
+    del document["server_cpu_ms"]
+    del document["error_types"]
+    result = speed_from_json(document)
+    assert result.client_cpu_ms is None
+    assert result.lookups == 1
+
+
+def test_profile_summary_sums_lines_of_a_function() -> None:
+    raw = "\n".join(
+        [
+            "main (app.py:1);lookup (cache.py:10);Session.run (ort/session.py:406) 6",
+            "main (app.py:1);lookup (cache.py:12);Session.run (ort/session.py:406) 2",
+            "main (app.py:1);lookup (cache.py:20) 2",
+            "",
+            "not a stack line",
+        ]
+    )
+    summary = summarize_profile(raw)
+    assert summary[0] == ["Session.run (ort/session.py)", 0.8]
+    assert summary[1] == ["lookup (cache.py)", 0.2]
+    assert len(summary) == 2
+
+
+def test_profile_summary_of_empty_output_is_empty() -> None:
+    assert summarize_profile("") == []

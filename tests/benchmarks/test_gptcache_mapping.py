@@ -149,6 +149,7 @@ def compare_args(tmp_path: Path, mode: str) -> argparse.Namespace:
         threshold=0.85,
         onnx_dir=tmp_path,
         gptcache_embeddings="onnx",
+        py_spy=None,
     )
 
 
