@@ -6,10 +6,11 @@ or the database file is removed while the service has it open.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
+from cache_service.api_keys import Role, add_key
 from cache_service.embedding import Embedder, SentenceTransformerEmbedder
 from cache_service.health_report import (
     CheckResult,
@@ -212,3 +214,37 @@ def test_snapshot_rpc_without_store_is_failed_precondition() -> None:
 
     assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "data_dir is empty" in (raised.value.details() or "")
+
+
+def test_snapshot_needs_admin_key(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.toml"
+    tenant_key = add_key(keys_file, "acme", Role.TENANT)[0]
+    service_key = add_key(keys_file, "querygate-router", Role.SERVICE)[0]
+    admin_key = add_key(keys_file, "ops", Role.ADMIN)[0]
+    settings = settings_for_tests(
+        api_keys_file=keys_file,
+        data_dir=tmp_path / "data",
+        backup_dir=tmp_path / "backups",
+    )
+
+    def code(call: Callable[..., object], key: str) -> grpc.StatusCode:
+        try:
+            call(metadata=(("authorization", f"Bearer {key}"),), timeout=30)
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[no-any-return,attr-defined]
+        return grpc.StatusCode.OK
+
+    with (
+        start_cache_server(FakeEmbedder(), settings) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        stub = cache_pb2_grpc.CacheServiceStub(channel)
+        snapshot = functools.partial(stub.Snapshot, cache_pb2.SnapshotRequest())
+        health = functools.partial(stub.Health, cache_pb2.HealthRequest())
+        snapshot_codes = [code(snapshot, key) for key in (tenant_key, service_key)]
+        admin_snapshot = code(snapshot, admin_key)
+        health_codes = [code(health, key) for key in (tenant_key, service_key)]
+
+    assert snapshot_codes == [grpc.StatusCode.PERMISSION_DENIED] * 2
+    assert admin_snapshot is grpc.StatusCode.OK
+    assert health_codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OK]

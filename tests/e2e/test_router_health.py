@@ -21,11 +21,12 @@ from e2e_servers import router_settings, start_router
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
+from cache_service.api_keys import Role, add_key
 from cache_service.server import RunningServer as CacheServer
 from cache_service.testing import start_cache_server
 from router_service.errors import ConfigError
 from router_service.server import RunningServer, create_server
-from router_service.settings import RouterSettings
+from router_service.settings import RouterSettings, SecuritySettings
 from router_service.testing import model_for_tests
 
 pytestmark = pytest.mark.anyio
@@ -240,3 +241,36 @@ async def test_snapshot_of_memory_ledger_is_failed_precondition(
 
     assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "the cost ledger is in memory" in (raised.value.details() or "")
+
+
+async def test_snapshot_needs_admin_key(
+    cache_server: CacheServer, real_classifier: object, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.toml"
+    tenant_key = add_key(keys_file, "acme", Role.TENANT)[0]
+    admin_key = add_key(keys_file, "ops", Role.ADMIN)[0]
+    settings = replace(
+        _settings(cache_server.target, tmp_path),
+        security=SecuritySettings(api_keys_file=keys_file),
+    )
+    router = await start_router(settings, real_classifier)
+    try:
+        async with grpc.aio.insecure_channel(router.target) as channel:
+            stub = router_pb2_grpc.RouterServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await stub.Snapshot(
+                    router_pb2.SnapshotRequest(),
+                    metadata=(("authorization", f"Bearer {tenant_key}"),),
+                    timeout=30,
+                )
+            snapshot = await stub.Snapshot(
+                router_pb2.SnapshotRequest(),
+                metadata=(("authorization", f"Bearer {admin_key}"),),
+                timeout=30,
+            )
+    finally:
+        await router.stop(grace_s=1)
+
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "Snapshot needs an admin API key" in (denied.value.details() or "")
+    assert Path(snapshot.path).is_file()
