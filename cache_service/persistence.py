@@ -241,6 +241,8 @@ class SqliteEntryStore:
                 "the database file was replaced while open, so the service writes "
                 "to the old file; restart the service to open the new one"
             )
+        # NOTE: os.access is always true for root, so this catches a read-only
+        # data_dir only when the service runs as another user.
         if not os.access(self._path.parent, os.W_OK):
             raise StorageError(
                 "data_dir is not writable, so the database cannot be reopened "
