@@ -241,8 +241,8 @@ class SqliteEntryStore:
                 "the database file was replaced while open, so the service writes "
                 "to the old file; restart the service to open the new one"
             )
-        # NOTE: os.access is always true for root, so this catches a read-only
-        # data_dir only when the service runs as another user.
+        # NOTE: for root, os.access ignores permission bits (a read-only mount
+        # still fails), so a chmod'ed data_dir is caught only for other users.
         if not os.access(self._path.parent, os.W_OK):
             raise StorageError(
                 "data_dir is not writable, so the database cannot be reopened "
