@@ -80,6 +80,7 @@ def test_training_writes_loadable_artifact(
     printed = capsys.readouterr().out
     assert "paws_wiki" in printed
     assert "us per candidate" in printed
+    assert "thread CPU p50" in printed
     assert 0.0 <= verifier.threshold <= 1.0
 
 
