@@ -106,7 +106,7 @@ class FalseHitGuard:
     """Decides whether a candidate above the cosine threshold may be served.
 
     Thread-safe, because it has no mutable state. One check took a thread CPU p50
-    of 55-89 us and a p99 of 280-405 us on a busy 2-core machine, over 2,000
+    of 55-89 us and a p99 of 277-405 us on a busy 2-core machine, over 2,000
     quora_qqp pairs (``python -m training.guard_verifier --evaluate-only``).
     """
 
