@@ -18,6 +18,8 @@ FEATURE_VERSION = 1
 _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?")
 # Capitalized words after the first token are taken as names. Crude, but it needs
 # no model and catches "Paris" vs "Lyon" in otherwise identical questions.
+# NOTE: the pronoun "I" matches too, so "How can I ..." stored as "how do you ..."
+# sets name_mismatch. Dropping it changes the feature and needs a retrained verifier.
 _NAME = re.compile(r"(?<=[\s(\"'])[A-Z][\w.-]*")
 _BOTH_SIDES = re.compile(r"\b(?:or|why) not\b")
 _NUMBER_WORDS = {
