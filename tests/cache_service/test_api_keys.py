@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -11,7 +12,7 @@ import pytest
 from querygate.cache.v1 import cache_pb2
 
 from cache_service import keys as keys_command
-from cache_service.access import Denial, authenticate, tenant_at
+from cache_service.access import Denial, RejectionLog, authenticate, tenant_at
 from cache_service.api_keys import (
     KeyFileError,
     KeyStore,
@@ -296,3 +297,37 @@ def test_key_command_rejects_bad_tenant(
     assert status == 2
     assert "--tenant must contain only printable characters" in capsys.readouterr().err
     assert not keys_file.exists()
+
+
+def test_rejection_log_throttles_repeats(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    log = RejectionLog(interval_s=3600.0)
+    denial = Denial(authenticated=False, message="missing API key")
+
+    for _ in range(5):
+        log.record("/querygate.cache.v1.CacheService/Lookup", denial, None)
+
+    lines = [
+        record for record in caplog.records if record.getMessage() == "auth_rejected"
+    ]
+    assert len(lines) == 1
+    assert lines[0].__dict__["code"] == "UNAUTHENTICATED"
+
+
+def test_rejection_log_reports_suppressed_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    log = RejectionLog(interval_s=0.0)
+    denial = Denial(authenticated=True, message="needs an admin API key")
+
+    log.record("/querygate.router.v1.RouterService/ReloadClassifier", denial, "k1")
+    log.record("/querygate.router.v1.RouterService/ReloadClassifier", denial, "k1")
+
+    lines = [
+        record for record in caplog.records if record.getMessage() == "auth_rejected"
+    ]
+    assert len(lines) == 2
+    assert lines[1].__dict__["code"] == "PERMISSION_DENIED"
+    assert lines[1].__dict__["key_id"] == "k1"
+    assert lines[1].__dict__["suppressed_since_last"] == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -451,3 +453,18 @@ def test_empty_cache_key_file_is_rejected(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="is empty"):
         cache_api_key(CacheSettings(api_key_file=str(key_file)))
+
+
+def test_router_key_command_lists_keys(keys_file: Path, keys: Keys) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "router_service.keys", "list", "--file", str(keys_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "tenant   acme" in completed.stdout
+    assert "admin    ops" in completed.stdout
+    assert keys.acme not in completed.stdout
