@@ -15,8 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import hypothesis
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import strategies as st
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.api_keys import KeyStore, Role, add_key
@@ -384,3 +386,27 @@ def test_settings_reject_certificate_without_key(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match="must be set together"):
         settings_for_tests(tls_cert_file=cert)
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    value=st.one_of(
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E)).map(
+            lambda key: f"Bearer {key}"
+        ),
+    )
+)
+def test_random_authorization_is_unauthenticated(
+    stub: cache_pb2_grpc.CacheServiceStub, value: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        _lookup(stub, (("authorization", value),), tenant="acme")
+
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
