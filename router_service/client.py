@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     api_key = os.environ.get(API_KEY_ENV, "").strip()
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-    tenant = args.tenant if args.tenant is not None else ("" if api_key else "cli")
+    tenant = args.tenant
+    if tenant is None:
+        # With a key, an empty tenant lets the router take the key's tenant.
+        tenant = "" if api_key else "cli"
     request = router_pb2.RouteRequest(
         query=args.query,
         tenant=tenant,

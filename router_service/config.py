@@ -117,11 +117,11 @@ def settings_from_document(
 
 
 def _security_settings(values: Mapping[str, str]) -> SecuritySettings:
-    # Empty file names mean "not set", like the other path settings.
-    converted: dict[str, Any] = {
-        key: (Path(value) if value else None) if key.endswith("_file") else value
-        for key, value in values.items()
-    }
+    converted: dict[str, Any] = dict(values)
+    for key, value in values.items():
+        if key.endswith("_file"):
+            # An empty file name means "not set", like the other path settings.
+            converted[key] = Path(value) if value else None
     return SecuritySettings(**converted)
 
 
