@@ -33,6 +33,7 @@ from benchmarks.bench_load_stats import percentile
 from benchmarks.bench_scale_data import (
     Matrix,
     embed_questions,
+    planted_vectors,
     recall_at_1,
     recall_at_1_where,
     resident_bytes,
@@ -65,10 +66,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--vectors",
-        choices=("clustered", "uniform"),
+        choices=("clustered", "uniform", "planted"),
         default="clustered",
         help="clustered: noisy copies of real question embeddings; uniform: random "
-        "unit vectors (default: clustered)",
+        "unit vectors; planted: uniform plus one noisy copy of each real embedding "
+        "(default: clustered)",
     )
     parser.add_argument("--centres", type=int, default=2000, help="cluster centres")
     parser.add_argument("--probes", type=int, default=200, help="query vectors")
@@ -247,6 +249,14 @@ def measure_size(
     }
 
 
+def _vectors(kind: str, size: int, centres: Matrix, seed: int) -> Matrix:
+    if kind == "planted":
+        return planted_vectors(size, DIMENSION, centres, seed)
+    return stored_vectors(
+        size, DIMENSION, centres if kind == "clustered" else None, seed
+    )
+
+
 def _value(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -333,12 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         progress.update(task, total=1, completed=1)
         for size in args.size_list:
-            vectors = stored_vectors(
-                size,
-                DIMENSION,
-                centres if args.vectors == "clustered" else None,
-                args.seed + size,
-            )
+            vectors = _vectors(args.vectors, size, centres, args.seed + size)
             result = measure_size(
                 size, vectors, probes, size <= args.hnsw_max_size, progress
             )

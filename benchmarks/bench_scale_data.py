@@ -2,8 +2,9 @@
 
 The stored vectors are synthetic. With ``clustered`` (the default) each one is a
 real Quora question embedding plus Gaussian noise, renormalized, so the index
-sees clusters of near paraphrases as a cache does. With ``uniform`` they are
-random unit vectors, which have no structure and are the hardest case for IVF.
+contains clusters of near paraphrases. With ``uniform`` they are random unit
+vectors, which have no structure and are the hardest case for IVF. ``planted``
+is uniform plus one noisy copy of each real embedding.
 The probes are real embeddings of other questions: the duplicates of cluster
 centres, so many have a close neighbour.
 """
@@ -79,6 +80,25 @@ def stored_vectors(
         result[start : start + rows] = normalized(
             centres[picks] + CLUSTER_NOISE * noise
         )
+    return result
+
+
+def planted_vectors(size: int, dimension: int, centres: Matrix, seed: int) -> Matrix:
+    """Return ``size`` uniform unit vectors with one noisy copy of each centre.
+
+    The copies sit at random rows. Each probe then has one close neighbour among
+    unrelated vectors, as a paraphrase has one stored question in a busy cache.
+
+    Raises:
+        ValueError: ``size`` is smaller than the number of centres.
+    """
+    if size < len(centres):
+        raise ValueError(f"size {size} is smaller than {len(centres)} centres")
+    result = stored_vectors(size, dimension, None, seed)
+    rng = np.random.default_rng(seed + 1)
+    rows = rng.choice(size, len(centres), replace=False)
+    noise = rng.standard_normal(centres.shape).astype(np.float32)
+    result[rows] = normalized(centres + CLUSTER_NOISE * noise)
     return result
 
 

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.bench_scale_data import (
     SearchTimes,
     normalized,
+    planted_vectors,
     recall_at_1,
     recall_at_1_where,
     stored_vectors,
@@ -110,3 +112,22 @@ def test_bench_scale_writes_report_for_small_sizes(
     markdown = (tmp_path / "bench-scale.md").read_text()
     assert markdown.startswith("# Scale benchmark")
     assert "## 1,000 vectors" in markdown
+
+
+def test_planted_vectors_keep_one_copy_per_centre() -> None:
+    centres = normalized(np.random.default_rng(4).standard_normal((10, 384)))
+
+    vectors = planted_vectors(500, 384, centres, seed=5)
+
+    best_cosine = (vectors @ centres.T).max(axis=0)
+    close_rows = ((vectors @ centres.T) > 0.85).sum(axis=0)
+    assert vectors.shape == (500, 384)
+    assert best_cosine.min() > 0.85
+    assert close_rows.tolist() == [1] * 10
+
+
+def test_planted_vectors_need_room_for_centres() -> None:
+    centres = normalized(np.random.default_rng(4).standard_normal((10, 384)))
+
+    with pytest.raises(ValueError, match="smaller than 10 centres"):
+        planted_vectors(5, 384, centres, seed=5)
