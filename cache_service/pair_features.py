@@ -13,14 +13,26 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?")
 # Capitalized words after the first token are taken as names. Crude, but it needs
 # no model and catches "Paris" vs "Lyon" in otherwise identical questions.
-# NOTE: the pronoun "I" matches too, so "How can I ..." stored as "how do you ..."
-# sets name_mismatch. Dropping it changes the feature and needs a retrained verifier.
 _NAME = re.compile(r"(?<=[\s(\"'])[A-Z][\w.-]*")
+# Capitalized words that are not names: the pronoun "I", function words that open a
+# second sentence ("... abroad. How do I ..."), greetings, and the small words of a
+# query typed in capitals. "US", "IT" and "May" are left out because they are also
+# a country, a field and a month.
+_NOT_NAMES_TEXT = """
+    i me my mine you your yours he him his she her hers its we our they them
+    their this that these those who whom whose what which when where why how
+    a an the and or but if then so because as of to in on at by for from with into
+    about over under is am are was were be been being do does did done have has had
+    can could will would shall should might must not no yes also any some all
+    each every many much more most other such only just there here please thanks
+    thank cheers hi hello hey ok okay
+"""
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
 _BOTH_SIDES = re.compile(r"\b(?:or|why) not\b")
 _NUMBER_WORDS = {
     "zero": "0",
@@ -125,7 +137,11 @@ class QueryTokens:
 def tokenize(text: str) -> QueryTokens:
     """Split ``text`` into lower-case words, numbers, a negation count and names."""
     plain = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
-    names = frozenset(name.casefold().strip(".-") for name in _NAME.findall(plain))
+    names = frozenset(
+        name
+        for name in (match.casefold().strip(".-") for match in _NAME.findall(plain))
+        if name not in _NOT_NAMES
+    )
     words: list[str] = []
     numbers: list[str] = []
     negations = 0

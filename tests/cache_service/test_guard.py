@@ -126,6 +126,42 @@ def test_features_flag_name_missing_from_stored_query() -> None:
     assert named["name_mismatch"] == 1.0
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "How can I learn Python quickly?",
+        "Can I use Python if I'm new to coding?",
+        "Thanks. How do I learn Python?",
+        "Where can I learn Python? Which book?",
+    ],
+)
+def test_tokenize_skips_capitalized_function_words(query: str) -> None:
+    assert tokenize(query).names == frozenset({"python"})
+
+
+def test_tokenize_keeps_names_that_spell_function_words() -> None:
+    names = tokenize("Can I move from the US to the UK in May?").names
+    assert names == frozenset({"us", "uk", "may"})
+
+
+def test_pronoun_i_sets_no_name_mismatch() -> None:
+    features = pair_features(
+        0.9,
+        tokenize("how do you learn python quickly"),
+        tokenize("How can I learn Python quickly?"),
+    )
+    named = dict(zip(FEATURE_NAMES, features, strict=True))
+    assert named["name_mismatch"] == 0.0
+
+
+def test_verifier_scores_pronouns_i_and_we_alike(guard: FalseHitGuard) -> None:
+    stored = "how do you learn python quickly"
+    with_i = check(guard, stored, "How can I learn Python quickly?")
+    with_we = check(guard, stored, "How can we learn Python quickly?")
+    assert with_i.score == pytest.approx(with_we.score)
+    assert with_i.accepted == with_we.accepted
+
+
 def test_tokenize_counts_contracted_negation() -> None:
     tokens = tokenize("I don't know and can't tell")
     assert tokens.negations == 2
