@@ -115,21 +115,64 @@ def test_any_text_gets_a_tier(classifier: ComplexityClassifier, query: str) -> N
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
 
 
-def test_fast_path_matches_pipeline(classifier: ComplexityClassifier) -> None:
-    queries = [
-        "What is the capital of France?",
-        r"Solve $x^2 - 5x + 6 = 0$ and explain each step.",
-        "Write a function to reverse a linked list in Rust.",
-        "word " * 3000,
-        "Où est la gare ?",
-    ]
+FAST_PATH_QUERIES = [
+    "What is the capital of France?",
+    r"Solve $x^2 - 5x + 6 = 0$ and explain each step.",
+    "Write a function to reverse a linked list in Rust.",
+    "word " * 3000,
+    "Où est la gare ?",
+    "",
+    "a",
+    "def f(x):\n    return {x: [1, 2]};\n" * 40,
+    "Why? " * 500 + "Because." * 300,
+    "Ünïcödé wörds and 数字 123 mixed with English text, twice: 数字 123.",
+]
+
+
+def _pipeline_probabilities(
+    classifier: ComplexityClassifier, queries: list[str]
+) -> np.ndarray:
     pipeline = classifier._pipeline
-    expected = pipeline.predict_proba(queries)
     columns = [list(pipeline.classes_).index(tier) for tier in TIERS]
+    return np.asarray(pipeline.predict_proba(queries))[:, columns]
+
+
+def test_fast_path_matches_pipeline(classifier: ComplexityClassifier) -> None:
+    queries = FAST_PATH_QUERIES + [
+        f"Question {n}: how many {n * 7} apples fit in {n} boxes?" for n in range(50)
+    ]
 
     assert classifier._linear is not None
     np.testing.assert_allclose(
-        classifier.predict_probabilities(queries), expected[:, columns], atol=1e-9
+        classifier.predict_probabilities(queries),
+        _pipeline_probabilities(classifier, queries),
+        atol=1e-9,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries=st.lists(st.text(max_size=2500), min_size=1, max_size=5))
+def test_fast_path_matches_pipeline_on_random_text(
+    classifier: ComplexityClassifier, queries: list[str]
+) -> None:
+    np.testing.assert_allclose(
+        classifier.predict_probabilities(queries),
+        _pipeline_probabilities(classifier, queries),
+        atol=1e-9,
+    )
+
+
+def test_predict_uses_fast_path_probabilities(
+    classifier: ComplexityClassifier,
+) -> None:
+    query = "Explain how a hash map resolves collisions."
+
+    prediction = classifier.predict(query)
+    expected = _pipeline_probabilities(classifier, [query])[0]
+
+    assert prediction.rule == "model"
+    assert [prediction.probabilities[tier] for tier in TIERS] == pytest.approx(
+        expected.tolist(), abs=1e-9
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router_service import features
 from router_service.features import STATISTIC_NAMES, text_statistics
@@ -78,3 +80,68 @@ def test_to_dense_accepts_sparse_and_dense() -> None:
     assert isinstance(dense, np.ndarray)
     assert dense.shape == sparse.shape
     assert features.ToDense().transform(dense).shape == sparse.shape
+
+
+def test_word_ngrams_hash_alike_at_any_position() -> None:
+    alone = features.word_ngram_columns("cat")
+    later = features.word_ngram_columns("The CAT sat; the cat ran.")
+
+    # Words: the, cat, sat, the, cat, ran; then five pairs, "the cat" twice.
+    assert len(alone) == 1
+    assert len(later) == 6 + 5
+    assert later[1] == alone[0]
+    assert later[4] == alone[0]
+    assert later[0] == later[3]
+    assert later[6] == later[9]
+    assert len(set(later[6:].tolist())) == 4
+
+
+def test_word_ngrams_skip_one_letter_words() -> None:
+    assert len(features.word_ngram_columns("a b c")) == 0
+    assert len(features.word_ngram_columns("")) == 0
+    assert len(features.word_ngram_columns("x dog_2 café")) == 2 + 1
+
+
+def test_char_ngrams_read_a_bounded_prefix() -> None:
+    short = features.char_ngram_columns("ab")
+    huge = features.char_ngram_columns("word " * 10_000)
+
+    # " ab " has two 3-grams and one 4-gram.
+    assert len(short) == 3
+    # Each size n gives len(padded) - n + 1 grams of the 1,000-character prefix.
+    assert len(huge) < 3 * features.MAX_CHAR_NGRAM_CHARS
+    assert huge.min() >= 0
+    assert huge.max() < features.CHAR_HASH_FEATURES
+
+
+@given(text=st.text(max_size=300))
+def test_hashed_columns_stay_in_range(text: str) -> None:
+    words = features.word_ngram_columns(text)
+    chars = features.char_ngram_columns(text)
+
+    assert words.size == 0 or 0 <= words.min() <= words.max() < 2**15
+    assert chars.size == 0 or 0 <= chars.min() <= chars.max() < 2**15
+
+
+@given(text=st.text(max_size=300))
+def test_count_letters_matches_str_methods(text: str) -> None:
+    letters = [char for char in text if char.isalpha()]
+
+    assert features.count_letters(text) == (
+        len(letters),
+        sum(1 for char in letters if char.isupper()),
+        sum(1 for char in letters if not char.isascii()),
+    )
+
+
+def test_hashed_block_rows_have_unit_scale() -> None:
+    matrix = features.WordNgramHasher().transform(["hello world", "", "big big big"])
+
+    # "big big big" has one word three times and one pair twice: counts 3 and 2.
+    norms = np.sqrt(matrix.multiply(matrix).sum(axis=1)).A1
+    assert norms[0] == pytest.approx(1.0)
+    assert norms[1] == 0.0
+    assert norms[2] == pytest.approx(1.0)
+    assert sorted(matrix[2].data.tolist()) == pytest.approx(
+        [2 / np.sqrt(13), 3 / np.sqrt(13)]
+    )
