@@ -45,6 +45,7 @@ from cache_service.errors import (
     PermissionDeniedError,
     status_code_for,
 )
+from cache_service.rpc_telemetry import annotate_rpc
 from cache_service.settings import CacheSettings
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,9 @@ class CacheRequestGuard(grpc.ServerInterceptor):
         if isinstance(result, Denial):
             self._raise_denial(method, result, None)
         assert isinstance(result, Principal)
+        # The key id (never the key) goes into the RPC's log line, so operators
+        # can see which keys are in use before they revoke one.
+        annotate_rpc(key_id=result.key_id)
         return result
 
     def _raise_denial(

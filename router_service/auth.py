@@ -38,6 +38,7 @@ from router_service.errors import (
     RouterError,
     grpc_status_for,
 )
+from router_service.rpc_telemetry import annotate_rpc
 from router_service.settings import SecuritySettings
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,9 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if isinstance(result, Denial):
             self._raise_denial(method, result, None)
         assert isinstance(result, Principal)
+        # The key id (never the key) goes into the RPC's log line, so operators
+        # can see which keys are in use before they revoke one.
+        annotate_rpc(key_id=result.key_id)
         return result
 
     def _raise_denial(

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import strategies as st
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
-from cache_service.api_keys import KeyStore, Role, add_key
+from cache_service.api_keys import KeyStore, Role, add_key, hash_key, key_id_of
 from cache_service.auth import CacheRequestGuard
 from cache_service.errors import SettingsError
 from cache_service.server import RunningServer
@@ -410,3 +410,18 @@ def test_random_authorization_is_unauthenticated(
         _lookup(stub, (("authorization", value),), tenant="acme")
 
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_rpc_log_line_names_key_id(
+    stub: cache_pb2_grpc.CacheServiceStub,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    _lookup(stub, _bearer(keys.acme))
+
+    lines = [record for record in caplog.records if record.msg == "rpc_completed"]
+    assert [line.__dict__.get("key_id") for line in lines] == [
+        key_id_of(hash_key(keys.acme))
+    ]

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 from tls_certs import make_pki
 
-from cache_service.api_keys import Role, add_key
+from cache_service.api_keys import Role, add_key, hash_key, key_id_of
 from router_service import client
 from router_service.cache_client import cache_api_key
 from router_service.config import settings_from_document
@@ -468,3 +468,23 @@ def test_router_key_command_lists_keys(keys_file: Path, keys: Keys) -> None:
     assert "tenant   acme" in completed.stdout
     assert "admin    ops" in completed.stdout
     assert keys.acme not in completed.stdout
+
+
+async def test_rpc_log_line_names_key_id(
+    stub: router_pb2_grpc.RouterServiceStub,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    await stub.Route(_route(), metadata=_bearer(keys.acme), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Route(_route("globex"), metadata=_bearer(keys.acme), timeout=10)
+
+    lines = [record for record in caplog.records if record.msg == "rpc_completed"]
+    key_id = key_id_of(hash_key(keys.acme))
+    assert [line.__dict__.get("key_id") for line in lines] == [key_id, key_id]
+    assert [line.__dict__.get("code") for line in lines] == [
+        "OK",
+        "PERMISSION_DENIED",
+    ]
