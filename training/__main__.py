@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router_service.classifier import default_artifact_dir
+
+if TYPE_CHECKING:
+    from training.routing import CalibrationTarget
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
@@ -36,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifact folder to write (default: the committed artifact)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed")
+    target = train.add_mutually_exclusive_group()
+    target.add_argument(
+        "--max-cost-per-1k",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="calibrate for the best routing quality at no more than this cost per "
+        "1,000 requests (default: the always-medium cost on the validation split)",
+    )
+    target.add_argument(
+        "--min-quality",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="calibrate for the lowest cost that keeps this fraction (0-1] of the "
+        "always-complex quality",
+    )
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate an artifact on the held-out test split"
@@ -56,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def calibration_target(
+    max_cost_per_1k: float | None, min_quality: float | None
+) -> CalibrationTarget:
+    """Build the calibration target from the two exclusive command-line options.
+
+    Raises:
+        ValueError: the value is out of range.
+    """
+    from training.routing import MAX_COST_TARGET, MIN_QUALITY_TARGET, CalibrationTarget
+
+    if min_quality is not None:
+        return CalibrationTarget(MIN_QUALITY_TARGET, min_quality)
+    return CalibrationTarget(MAX_COST_TARGET, max_cost_per_1k)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return the process exit code."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
+            target = calibration_target(args.max_cost_per_1k, args.min_quality)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "train":
             seed = DEFAULT_SEED if args.seed is None else args.seed
-            train(args.data_dir, args.output_dir, seed=seed)
+            train(args.data_dir, args.output_dir, seed=seed, target=target)
         else:
             evaluate(args.data_dir, args.artifact_dir, args.report_dir)
     except (FileNotFoundError, ClassifierArtifactError) as error:

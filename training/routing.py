@@ -20,12 +20,47 @@ from numpy.typing import NDArray
 from router_service.classifier import TIERS, DecisionPolicy
 from training.datasets import LabelledQuery
 
-# Threshold grid searched by `calibrate` and drawn by the cost-quality curve.
-THRESHOLD_GRID = tuple(round(value, 2) for value in np.arange(0.05, 1.0, 0.05))
-MIN_CONFIDENCE_GRID = (0.0, 0.4, 0.5)
+# Threshold grid searched by `calibrate` and drawn by the cost-quality curve. The
+# ends are included, so the grid holds always-medium (complex threshold 1.0 and
+# medium threshold 0.0) and always-complex (complex threshold 0.0).
+THRESHOLD_GRID = tuple(round(value, 2) for value in np.arange(0.0, 1.0001, 0.05))
+MIN_CONFIDENCE_GRID = (0.0, 0.4, 0.5, 0.6)
 
-# Default calibration target: keep 95 % of the always-complex quality.
-DEFAULT_QUALITY_FRACTION = 0.95
+MAX_COST_TARGET = "max_cost_per_1k_usd"
+MIN_QUALITY_TARGET = "min_quality_fraction_of_always_complex"
+
+
+@dataclass(frozen=True)
+class CalibrationTarget:
+    """What `calibrate` optimizes, as stored in the manifest.
+
+    `max_cost_per_1k_usd`: the best quality whose cost per 1,000 requests is at
+    most `value` USD; `value` None means the always-medium cost on the calibration
+    questions. `min_quality_fraction_of_always_complex`: the lowest cost whose
+    quality is at least `value` times the always-complex quality.
+    """
+
+    kind: str = MAX_COST_TARGET
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in (MAX_COST_TARGET, MIN_QUALITY_TARGET):
+            raise ValueError(
+                f"calibration target kind must be {MAX_COST_TARGET!r} or "
+                f"{MIN_QUALITY_TARGET!r}; got {self.kind!r}"
+            )
+        if self.kind == MIN_QUALITY_TARGET and (
+            self.value is None or not 0.0 < self.value <= 1.0
+        ):
+            raise ValueError(
+                "the minimum quality must be a fraction of the always-complex "
+                f"quality in (0, 1]; got {self.value!r}. Try 0.8."
+            )
+        if self.kind == MAX_COST_TARGET and self.value is not None and self.value < 0:
+            raise ValueError(
+                f"the maximum cost per 1k requests must be 0 or more USD; got "
+                f"{self.value!r}. Leave it unset for the always-medium cost."
+            )
 
 
 @dataclass(frozen=True)
@@ -80,9 +115,10 @@ def baselines(table: RoutingTable, matched_cost_per_1k_usd: float) -> dict[str, 
     """Score fixed-tier routing, the oracle and random routing at a given cost.
 
     The oracle picks the cheapest tier whose model answered correctly, or simple
-    when none did. Random routing sends each question to complex with probability
-    p and to simple otherwise, with p chosen so that its expected cost equals
-    `matched_cost_per_1k_usd`; its numbers are expectations, not a sampled run.
+    when none did. Random routing mixes the two fixed tiers whose costs enclose
+    `matched_cost_per_1k_usd` (simple and medium, or medium and complex), so that
+    its expected cost equals that cost; its numbers are expectations, not a
+    sampled run. A cost outside the fixed tiers' range is clipped to it.
     """
     result: dict[str, Any] = {}
     for index, tier in enumerate(TIERS):
@@ -91,29 +127,52 @@ def baselines(table: RoutingTable, matched_cost_per_1k_usd: float) -> dict[str, 
     any_correct = table.correct.any(axis=1)
     oracle = np.where(any_correct, table.correct.argmax(axis=1), 0)
     result["oracle"] = score_choices(table, oracle).to_json()
-
-    simple, complex_ = result["always_simple"], result["always_complex"]
-    span = complex_["cost_per_1k_usd"] - simple["cost_per_1k_usd"]
-    share = (matched_cost_per_1k_usd - simple["cost_per_1k_usd"]) / span
-    share = float(np.clip(share, 0.0, 1.0))
-    result["random_same_cost"] = {
-        "quality": share * complex_["quality"] + (1 - share) * simple["quality"],
-        "cost_per_1k_usd": share * complex_["cost_per_1k_usd"]
-        + (1 - share) * simple["cost_per_1k_usd"],
-        "complex_share": share,
-    }
+    result["random_same_cost"] = random_mix(
+        [result[f"always_{tier}"] for tier in TIERS], matched_cost_per_1k_usd
+    )
     return result
+
+
+def random_mix(fixed: list[dict[str, float]], cost_per_1k_usd: float) -> dict[str, Any]:
+    """Mix two neighbouring fixed tiers at random so the mix costs `cost_per_1k_usd`.
+
+    `fixed` holds the always-simple, always-medium and always-complex outcomes.
+    Returns the expected quality and cost and the share of each tier.
+    """
+    costs = [point["cost_per_1k_usd"] for point in fixed]
+    cost = float(np.clip(cost_per_1k_usd, min(costs), max(costs)))
+    upper = 1 if cost <= costs[1] else 2
+    span = costs[upper] - costs[upper - 1]
+    share = (cost - costs[upper - 1]) / span if span > 0 else 0.0
+    shares = [0.0] * len(fixed)
+    shares[upper - 1], shares[upper] = 1.0 - share, share
+    return {
+        "quality": sum(s * p["quality"] for s, p in zip(shares, fixed, strict=True)),
+        "cost_per_1k_usd": sum(
+            s * p["cost_per_1k_usd"] for s, p in zip(shares, fixed, strict=True)
+        ),
+        "tier_share": dict(zip(TIERS, shares, strict=True)),
+    }
 
 
 def decide_all(
     probabilities: NDArray[np.float64], policy: DecisionPolicy
 ) -> NDArray[np.int_]:
-    """Apply `policy` to each row of class probabilities (columns in TIERS order)."""
-    decisions = [
-        TIERS.index(policy.decide(dict(zip(TIERS, row, strict=True))))
-        for row in probabilities.tolist()
-    ]
-    return np.asarray(decisions, dtype=int)
+    """Apply `policy` to each row of class probabilities (columns in TIERS order).
+
+    This is `DecisionPolicy.decide` vectorized; a test checks that both agree.
+    """
+    if policy.complex_threshold is None or policy.medium_threshold is None:
+        choices = probabilities.argmax(axis=1)
+    else:
+        complex_, medium = probabilities[:, 2], probabilities[:, 1]
+        choices = np.where(
+            complex_ >= policy.complex_threshold,
+            2,
+            np.where(medium + complex_ >= policy.medium_threshold, 1, 0),
+        )
+    unsure = probabilities.max(axis=1) < policy.min_confidence
+    return np.where(unsure & (choices < 2), choices + 1, choices).astype(int)
 
 
 def threshold_curve(
@@ -132,14 +191,15 @@ def threshold_curve(
 def calibrate(
     table: RoutingTable,
     probabilities: NDArray[np.float64],
-    quality_fraction: float = DEFAULT_QUALITY_FRACTION,
+    target: CalibrationTarget | None = None,
 ) -> DecisionPolicy:
-    """Pick the cheapest grid policy that keeps a fraction of always-complex quality.
+    """Pick the grid policy that meets `target` (default: the always-medium cost).
 
-    Ties in cost go to the higher quality. When no policy reaches the target, the
-    result is the most probable tier with no thresholds: the highest-quality grid
-    point is then nearly always "complex for everything", which would make routing
-    pointless. `target["reached"]` records which case applied.
+    With a cost target, the best quality at or under the cost wins, and ties go to
+    the lower cost. With a quality target, the lowest cost at or over the quality
+    wins, and ties go to the higher quality. When no grid point meets the target,
+    the nearest one wins (the cheapest, or the best quality) and
+    `target["reached"]` is false.
 
     Raises:
         ValueError: there are no routable questions to calibrate on.
@@ -149,25 +209,44 @@ def calibrate(
             "calibration needs questions with outcomes and costs for every tier; "
             "got none"
         )
-    target = quality_fraction * float(table.correct[:, -1].mean())
+    target = target or CalibrationTarget()
+    fixed = baselines(table, 0.0)
     points = threshold_curve(table, probabilities)
-    reaching = [point for point in points if point["quality"] >= target]
-    if reaching:
-        best = min(reaching, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))
-        chosen = DecisionPolicy.from_json(best["policy"])
+    if target.kind == MAX_COST_TARGET:
+        limit = target.value
+        if limit is None:
+            limit = fixed["always_medium"]["cost_per_1k_usd"]
+        meeting = [p for p in points if p["cost_per_1k_usd"] <= limit + 1e-12]
+        best_of = _best_quality
+        nearest = min(points, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))
     else:
-        chosen = DecisionPolicy()
-        outcome = score_choices(table, decide_all(probabilities, chosen))
-        best = {"policy": chosen.to_json(), **outcome.to_json()}
+        if target.value is None:
+            raise ValueError("a minimum-quality target needs a value")
+        limit = target.value * fixed["always_complex"]["quality"]
+        meeting = [p for p in points if p["quality"] >= limit - 1e-12]
+        best_of = _lowest_cost
+        nearest = max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"]))
+    best = best_of(meeting) if meeting else nearest
+    chosen = DecisionPolicy.from_json(best["policy"])
     return DecisionPolicy(
         chosen.complex_threshold,
         chosen.medium_threshold,
         chosen.min_confidence,
         {
-            "quality_fraction_of_always_complex": quality_fraction,
-            "reached": bool(reaching),
+            "kind": target.kind,
+            "value": target.value,
+            "limit": limit,
+            "reached": bool(meeting),
             "calibration_questions": len(table),
             "calibration_quality": best["quality"],
             "calibration_cost_per_1k_usd": best["cost_per_1k_usd"],
         },
     )
+
+
+def _best_quality(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"]))
+
+
+def _lowest_cost(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return min(points, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))

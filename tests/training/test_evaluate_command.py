@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from training import datasets
 from training.__main__ import main
-from training.evaluate import REPORT_NAME, evaluate
+from training.evaluate import REPORT_NAME, SWEEP_TARGETS, evaluate
 from training.train import train
 
 
@@ -52,14 +53,26 @@ def test_evaluate_scores_routing_against_baselines(
 
 
 def test_evaluate_reports_latency_quantiles(
-    report: tuple[dict[str, object], Path],
+    report: tuple[dict[str, object], Path], tiny_data_dir: Path
 ) -> None:
     result, _ = report
     latency = result["latency"]
     assert isinstance(latency, dict)
+    test_split = datasets.split(datasets.load_all(tiny_data_dir))["test"]
 
-    assert latency["calls"] == 2000
+    assert latency["calls"] == len(test_split)
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert len(latency["load_average_1m"]) == 2
+
+
+def test_evaluate_states_calibration_target(
+    report: tuple[dict[str, object], Path],
+) -> None:
+    _, report_dir = report
+
+    markdown = (report_dir / f"{REPORT_NAME}.md").read_text()
+
+    assert "Calibration target: best quality at no more than" in markdown
 
 
 def test_evaluate_cli_rejects_missing_artifact(
@@ -79,3 +92,18 @@ def test_evaluate_cli_rejects_missing_artifact(
 
     assert code == 2
     assert "make train" in capsys.readouterr().err
+
+
+def test_evaluate_scores_each_target_on_test(
+    report: tuple[dict[str, object], Path],
+) -> None:
+    result, _ = report
+    sweep = result["target_sweep"]
+    assert isinstance(sweep, list)
+
+    assert len(sweep) == len(SWEEP_TARGETS)
+    for row in sweep:
+        assert 0.0 <= row["test"]["quality"] <= 1.0
+        assert row["random_same_cost"]["cost_per_1k_usd"] == pytest.approx(
+            row["test"]["cost_per_1k_usd"]
+        )

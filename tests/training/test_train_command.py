@@ -16,7 +16,8 @@ from router_service.classifier import (
 from router_service.features import FEATURE_VERSION
 from training import datasets
 from training.__main__ import main
-from training.train import train
+from training.routing import MAX_COST_TARGET, MIN_QUALITY_TARGET
+from training.train import pick_winner, train
 
 
 @pytest.fixture
@@ -104,6 +105,62 @@ def test_cli_trains_into_output_dir(
     assert "confusion matrix" in printed
 
 
+def test_cli_calibrates_for_requested_quality(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "quality-artifact"
+
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_data_dir),
+            "--output-dir",
+            str(output),
+            "--min-quality",
+            "0.9",
+        ]
+    )
+
+    target = json.loads((output / MANIFEST_FILE).read_text())["decision_policy"]
+    assert code == 0
+    assert target["target"]["kind"] == MIN_QUALITY_TARGET
+    assert target["target"]["value"] == 0.9
+
+
+def test_default_target_is_always_medium_cost(trained: Path) -> None:
+    policy = json.loads((trained / MANIFEST_FILE).read_text())["decision_policy"]
+
+    # The grid contains always-medium, so the default target is always met.
+    assert policy["target"]["kind"] == MAX_COST_TARGET
+    assert policy["target"]["reached"] is True
+    assert policy["complex_threshold"] is not None
+
+
+def test_cli_rejects_out_of_range_quality(
+    tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--data-dir", str(tiny_data_dir), "--min-quality", "2"])
+
+    assert code == 2
+    assert "in (0, 1]; got 2.0" in capsys.readouterr().err
+
+
+def test_cli_rejects_both_targets(tiny_data_dir: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(tiny_data_dir),
+                "--min-quality",
+                "0.9",
+                "--max-cost-per-1k",
+                "1",
+            ]
+        )
+
+
 def test_cli_reports_missing_data_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,3 +168,29 @@ def test_cli_reports_missing_data_dir(
 
     assert code == 2
     assert "Pass --data-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        pytest.param({"first": 0.740, "second": 0.744}, "first", id="tie-to-first"),
+        pytest.param({"first": 0.730, "second": 0.744}, "second", id="clear-win"),
+        pytest.param({"first": 0.750, "second": 0.744}, "first", id="first-best"),
+    ],
+)
+def test_pick_winner_prefers_first_listed_on_ties(
+    scores: dict[str, float], expected: str
+) -> None:
+    validation = {name: {"macro_f1": value} for name, value in scores.items()}
+
+    assert pick_winner(validation) == expected
+
+
+def test_gradient_boosting_artifact_loads(tiny_data_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "trees"
+    train(tiny_data_dir, output, seed=4, candidates=("gradient_boosting",))
+
+    classifier = ComplexityClassifier.load(output)
+
+    assert classifier.manifest["model_kind"] == "gradient_boosting"
+    assert classifier.predict("Which animal says moo on farm 77?").tier in TIERS
