@@ -2,12 +2,14 @@
 
 The new artifact loads in a worker thread. Only a successful load replaces the
 router's classifier, in one attribute assignment, so a request that already
-read the old classifier finishes with it.
+read the old classifier finishes with it. Reloads come from the ReloadClassifier
+RPC or from `ArtifactWatcher`, which polls the configured artifact folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,3 +100,58 @@ class ClassifierReloader:
             extra={"version": classifier.version, "previous_version": previous.version},
         )
         return ReloadResult(classifier.version, previous.version)
+
+
+def artifact_fingerprint(directory: Path) -> str | None:
+    """Hash the manifest's bytes and the model file's size and mtime.
+
+    Returns None while the folder or its manifest is missing, as during the two
+    renames with which training swaps in a new artifact. The model file's stat is
+    part of the fingerprint so that a manifest copied before its model file is
+    seen again once the model file lands.
+    """
+    # Imported here for the same reason as in ClassifierReloader.reload.
+    from router_service.classifier import MANIFEST_FILE, MODEL_FILE
+
+    try:
+        digest = hashlib.sha256((directory / MANIFEST_FILE).read_bytes())
+        model = (directory / MODEL_FILE).stat()
+    except OSError:
+        return None
+    digest.update(f"{model.st_size}:{model.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+class ArtifactWatcher:
+    """Reloads the configured artifact folder when its files change.
+
+    The folder is polled every `interval_s` seconds. A change triggers the same
+    reload as the ReloadClassifier RPC with an empty `artifact_dir`, so the same
+    checks apply and a rejected artifact leaves the current one serving. A
+    rejected artifact is not retried until the folder changes again.
+    """
+
+    def __init__(
+        self, reloader: ClassifierReloader, directory: Path, interval_s: float
+    ) -> None:
+        self._reloader = reloader
+        self._directory = directory
+        self._interval_s = interval_s
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        seen = await asyncio.to_thread(artifact_fingerprint, self._directory)
+        while True:
+            await asyncio.sleep(self._interval_s)
+            current = await asyncio.to_thread(artifact_fingerprint, self._directory)
+            if current is None or current == seen:
+                continue
+            seen = current
+            logger.info(
+                "classifier_artifact_changed", extra={"path": str(self._directory)}
+            )
+            try:
+                await self._reloader.reload("")
+            except ClassifierRejectedError:
+                # The reloader has logged classifier_reload_failed with the reason.
+                continue

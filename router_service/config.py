@@ -83,7 +83,9 @@ def settings_from_document(
     """Validate a parsed TOML document and build the settings from it."""
     _reject_unknown(document, _TOP_LEVEL_SECTIONS, "")
     server = _typed_table(document, "server", _SERVER_KEYS)
-    classifier = _typed_table(document, "classifier", {"artifact_dir": str})
+    classifier = _typed_table(
+        document, "classifier", {"artifact_dir": str, "watch_interval_s": float}
+    )
     ledger = _typed_table(document, "ledger", {"path": str, "backup_dir": str})
     cache = _dataclass_table(document, "cache", CacheSettings)
     if "QUERYGATE_ROUTER_CACHE_TARGET" in environ:
@@ -108,6 +110,7 @@ def settings_from_document(
         ),
         limits=LimitSettings(**_dataclass_table(document, "limits", LimitSettings)),
         classifier_artifact_dir=Path(artifact_dir) if artifact_dir else None,
+        classifier_watch_interval_s=classifier.get("watch_interval_s", 5.0),
         ledger_path=Path(ledger_path) if ledger_path else None,
         ledger_backup_dir=Path(backup_dir) if backup_dir else None,
         log_format=environ.get("QUERYGATE_LOG_FORMAT", "text"),

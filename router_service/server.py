@@ -32,7 +32,11 @@ from router_service.cache_client import (
     cache_api_key,
     cache_channel_credentials,
 )
-from router_service.classifier_reload import ClassifierLoader, ClassifierReloader
+from router_service.classifier_reload import (
+    ArtifactWatcher,
+    ClassifierLoader,
+    ClassifierReloader,
+)
 from router_service.domain import SemanticCache
 from router_service.feedback import AnswerFeedback
 from router_service.health_checks import RouterHealth, monitor_health
@@ -72,6 +76,7 @@ class RunningServer:
     ledger: CostLedger
     metrics_http: Any = None
     loader: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
     load_error: BaseException | None = None
     health_checks: RouterHealth | None = None
     health_check_interval_s: float = 5.0
@@ -99,6 +104,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.loader is not None:
             self.loader.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
         if self.monitor is not None:
             self.monitor.cancel()
         await self.server.stop(grace_s)
@@ -238,6 +245,10 @@ async def create_server(
                 running, classifier_loader, settings.classifier_artifact_dir
             )
         )
+        if settings.classifier_watch_interval_s > 0:
+            running.watcher = asyncio.create_task(
+                _watch_classifier(running, reloader, settings)
+            )
     return running
 
 
@@ -285,3 +296,17 @@ async def _load_classifier(
         running._ready.set()
         return
     await _classifier_ready(running, classifier)
+
+
+async def _watch_classifier(
+    running: RunningServer, reloader: ClassifierReloader, settings: RouterSettings
+) -> None:
+    # Watching starts once the first artifact has loaded.
+    await running._ready.wait()
+    if running.load_error is not None:
+        return
+    from router_service.classifier import default_artifact_dir
+
+    directory = settings.classifier_artifact_dir or default_artifact_dir()
+    interval_s = settings.classifier_watch_interval_s
+    await ArtifactWatcher(reloader, directory, interval_s).run()

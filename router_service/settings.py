@@ -317,6 +317,8 @@ class RouterSettings:
     resilience: ResilienceSettings = field(default_factory=ResilienceSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     classifier_artifact_dir: Path | None = None
+    # Seconds between checks of the artifact folder for a new artifact; 0 is off.
+    classifier_watch_interval_s: float = 5.0
     ledger_path: Path | None = None
     # Folder that receives snapshots of the ledger; None turns them off.
     ledger_backup_dir: Path | None = Path("var/backups/router")
@@ -352,6 +354,13 @@ class RouterSettings:
             f"must be one of {', '.join(LOG_FORMATS)}",
             self.log_format,
             "Use json in deployment and text locally.",
+        )
+        _require(
+            self.classifier_watch_interval_s >= 0,
+            "classifier.watch_interval_s",
+            "must be 0 (no watching) or more seconds",
+            self.classifier_watch_interval_s,
+            "Typical: 5.",
         )
         for name in (
             "max_query_chars",

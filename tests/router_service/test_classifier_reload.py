@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,8 @@ import pytest
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.classifier import MANIFEST_FILE, MODEL_FILE, default_artifact_dir
+from router_service.classifier_reload import artifact_fingerprint
+from router_service.errors import ConfigError
 from router_service.server import RunningServer, create_server
 from router_service.testing import FakeCache, settings_for_tests
 
@@ -207,3 +210,88 @@ async def test_reloads_under_traffic_fail_no_request(
     assert results[0] == ["reload-test-a", "reload-test-b"] * 2 + ["reload-test-a"]
     assert seen_versions <= versions
     assert await classify_version(stub) == "reload-test-a"
+
+
+def write_manifest_field(artifact: Path, **changes: object) -> None:
+    manifest_path = artifact / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest.update(changes)
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
+    """Poll `condition` until it is true; fail the test after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def watched(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, Path]]:
+    artifact = copy_artifact(tmp_path / "watched", "watch-v1")
+    running = await create_server(
+        settings_for_tests(
+            classifier_artifact_dir=artifact, classifier_watch_interval_s=0.05
+        ),
+        cache=FakeCache(),
+    )
+    await running.wait_until_serving(timeout_s=60)
+    yield running, artifact
+    await running.stop(grace_s=0.5)
+
+
+async def test_watcher_reloads_changed_artifact(
+    watched: tuple[RunningServer, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    running, artifact = watched
+    caplog.set_level(logging.INFO, logger="router_service.classifier_reload")
+
+    async def serving(version: str) -> bool:
+        return running.router.classifier.version == version
+
+    write_manifest_field(artifact, version="watch-v2")
+    await wait_for(lambda: serving("watch-v2"), timeout_s=60)
+
+    # A bad artifact in the folder is rejected and the loaded one keeps serving.
+    write_manifest_field(artifact, version="watch-v3", feature_version="text-v0")
+
+    async def rejected() -> bool:
+        return "classifier_reload_failed" in caplog.messages
+
+    await wait_for(rejected, timeout_s=60)
+    assert running.router.classifier.version == "watch-v2"
+
+
+async def test_watcher_is_off_at_zero_interval(tmp_path: Path) -> None:
+    artifact = copy_artifact(tmp_path / "unwatched", "watch-off")
+    running = await create_server(
+        settings_for_tests(
+            classifier_artifact_dir=artifact, classifier_watch_interval_s=0.0
+        ),
+        cache=FakeCache(),
+    )
+    try:
+        await running.wait_until_serving(timeout_s=60)
+
+        assert running.watcher is None
+    finally:
+        await running.stop(grace_s=0.5)
+
+
+def test_negative_watch_interval_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"watch_interval_s must be 0.*got -1"):
+        settings_for_tests(classifier_watch_interval_s=-1.0)
+
+
+def test_fingerprint_is_none_without_manifest(tmp_path: Path) -> None:
+    artifact = copy_artifact(tmp_path / "artifact", "fingerprint")
+    before = artifact_fingerprint(artifact)
+
+    (artifact / MODEL_FILE).touch()
+    after_touch = artifact_fingerprint(artifact)
+    (artifact / MANIFEST_FILE).unlink()
+
+    assert before is not None
+    assert after_touch is not None
+    assert after_touch != before
+    assert artifact_fingerprint(artifact) is None
