@@ -131,8 +131,8 @@ def create_server(
     guard = CacheRequestGuard(
         load_key_store(settings), cache_method_rules(servicer.entry_tenant)
     )
-    # The telemetry interceptor comes first, so it also sees RPCs that later
-    # interceptors end.
+    # The telemetry interceptor comes first, so it also counts and logs the RPCs
+    # that later interceptors reject.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],

@@ -187,8 +187,8 @@ async def create_server(
     health_checks = RouterHealth(router, ledger, cache_client, settings.models)
     snapshots = LedgerSnapshotWriter(ledger, settings.ledger_backup_dir)
 
-    # The telemetry interceptor comes first, so it also sees RPCs that later
-    # interceptors end.
+    # The telemetry interceptor comes first, so it also counts and logs the RPCs
+    # that later interceptors reject.
     guard = RouterRequestGuard(load_key_store(settings.security, settings.address))
     server = grpc.aio.server(
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
