@@ -148,8 +148,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="record both caches with py-spy (from .venv-bench) during the speed "
-        "run with the most clients, and list where their time goes",
+        help="after the speed runs, record both caches with py-spy (from "
+        ".venv-bench) during one more run with the most clients, and list where "
+        "their time goes",
     )
     parser.add_argument(
         "--onnx-dir",

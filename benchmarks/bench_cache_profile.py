@@ -1,7 +1,8 @@
 """Sample a process with py-spy during a speed run and name where its time goes.
 
 ``--profile`` in ``make bench-cache`` records our cache service, and the GPTCache
-runner records itself, during the run with the most clients. py-spy comes from
+runner records itself, during one extra run with the most clients after the
+measured runs, because py-spy pauses the process at each sample. py-spy comes from
 ``.venv-bench``. The summary is the share of samples per innermost function, with
 line numbers dropped. Samples include threads that wait inside C code (a lock, a
 connection pool), so a large share can mean waiting rather than CPU use. This

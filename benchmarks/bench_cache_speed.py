@@ -56,8 +56,9 @@ def time_service(
 ) -> ServiceSpeed:
     """Store the workload's entries, then time its lookups for each client count.
 
-    With ``args.py_spy`` set, py-spy records the service during the run with the
-    most clients.
+    With ``args.py_spy`` set, py-spy then records the service during one more run
+    with the most clients, whose numbers are not reported: py-spy pauses the
+    process at every sample, so a recorded run is slower.
     """
     entries, queries = workload
     client = SpeedClient(service.target)
@@ -68,15 +69,14 @@ def time_service(
         for query in queries[:20]:
             client.lookup(query)
         for count in args.client_counts:
-            recorder = None
-            raw_path = workdir / "querygate-profile.txt"
-            if args.py_spy is not None and count == max(args.client_counts):
-                recorder = start_profile(args.py_spy, service.pid, raw_path, PROFILE_S)
             runs.append(
                 measure_clients(client.lookup, queries, count, server_pid=service.pid)
             )
-            if recorder is not None:
-                profile = finish_profile(recorder, raw_path)
+        if args.py_spy is not None:
+            raw_path = workdir / "querygate-profile.txt"
+            recorder = start_profile(args.py_spy, service.pid, raw_path, PROFILE_S)
+            measure_clients(client.lookup, queries, max(args.client_counts))
+            profile = finish_profile(recorder, raw_path)
     finally:
         client.close()
     return ServiceSpeed(runs, profile)

@@ -177,7 +177,8 @@ def speed(
 ) -> tuple[list[dict[str, Any]], list[list[object]]]:
     """Store the entries, then time lookups with each number of clients.
 
-    With ``py_spy``, this process is recorded during the run with most clients.
+    With ``py_spy``, this process is then recorded during one more run with the
+    most clients, whose numbers are not reported because py-spy slows the process.
     Returns the runs and the profile summary.
     """
     cache = GptCache(embed, folder, workload["similarity_threshold"])
@@ -189,14 +190,15 @@ def speed(
     runs = []
     profile: list[list[object]] = []
     for clients in workload["clients"]:
-        recorder = None
-        raw_path = folder / "profile.txt"
-        if py_spy is not None and clients == max(workload["clients"]):
-            recorder = start_profile(py_spy, os.getpid(), raw_path, PROFILE_S)
         result = measure_clients(lambda text: cache.get(text)[0], queries, clients)
         runs.append(result.to_json())
-        if recorder is not None:
-            profile = finish_profile(recorder, raw_path)
+    if py_spy is not None:
+        raw_path = folder / "profile.txt"
+        recorder = start_profile(py_spy, os.getpid(), raw_path, PROFILE_S)
+        measure_clients(
+            lambda text: cache.get(text)[0], queries, max(workload["clients"])
+        )
+        profile = finish_profile(recorder, raw_path)
     return runs, profile
 
 
