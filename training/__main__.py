@@ -1,4 +1,4 @@
-"""Command line: `python -m training train` and `python -m training evaluate`."""
+"""Command line: `python -m training train`, `calibrate` and `evaluate`."""
 
 from __future__ import annotations
 
@@ -40,23 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifact folder to write (default: the committed artifact)",
     )
     train.add_argument("--seed", type=int, default=None, help="random seed")
-    target = train.add_mutually_exclusive_group()
-    target.add_argument(
-        "--max-cost-per-1k",
-        type=float,
-        default=None,
-        metavar="USD",
-        help="calibrate for the best routing quality at no more than this cost per "
-        "1,000 requests (default: the always-medium cost on the validation split)",
+    add_target_options(train)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="choose a new decision policy for a trained artifact, without refitting",
     )
-    target.add_argument(
-        "--min-quality",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="calibrate for the lowest cost that keeps this fraction (0-1] of the "
-        "always-complex quality",
+    calibrate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    calibrate.add_argument(
+        "--artifact-dir",
+        type=Path,
+        default=default_artifact_dir(),
+        help="artifact folder whose manifest gets the new policy (default: the "
+        "committed artifact)",
     )
+    add_target_options(calibrate)
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate an artifact on the held-out test split"
@@ -75,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the Markdown, JSON and PNG report (default: docs/)",
     )
     return parser
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """Add the two exclusive calibration-target options to `parser`."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--max-cost-per-1k",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="calibrate for the best routing quality at no more than this cost per "
+        "1,000 requests (default: the always-medium cost on the validation split)",
+    )
+    target.add_argument(
+        "--min-quality",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="calibrate for the lowest cost that keeps this fraction (0-1] of the "
+        "always-complex quality",
+    )
 
 
 def calibration_target(
@@ -100,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that --help stays fast.
     from router_service.classifier import ClassifierArtifactError
     from training.evaluate import evaluate
-    from training.train import DEFAULT_SEED, train
+    from training.train import DEFAULT_SEED, recalibrate, train
 
     try:
-        if args.command == "train":
+        if args.command in ("train", "calibrate"):
             target = calibration_target(args.max_cost_per_1k, args.min_quality)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -112,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             seed = DEFAULT_SEED if args.seed is None else args.seed
             train(args.data_dir, args.output_dir, seed=seed, target=target)
+        elif args.command == "calibrate":
+            recalibrate(args.data_dir, args.artifact_dir, target)
         else:
             evaluate(args.data_dir, args.artifact_dir, args.report_dir)
     except (FileNotFoundError, ClassifierArtifactError) as error:

@@ -9,7 +9,9 @@ in router_service.classifier is the reading side.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -33,6 +35,40 @@ from router_service.classifier import (
 from router_service.features import FEATURE_VERSION
 
 
+def artifact_version(created: datetime.datetime, model_sha256: str) -> str:
+    """Join a UTC time stamp and the first 12 hex digits of the model hash."""
+    return f"{created.strftime('%Y%m%dT%H%M%SZ')}-{model_sha256[:12]}"
+
+
+def replace_policy(directory: Path, policy: DecisionPolicy) -> dict[str, Any]:
+    """Store a new decision policy in the artifact's manifest and return it.
+
+    The manifest gets `policy_updated_at` and a new version, which ends in a hash
+    of the policy so that two policies never share a version. It is written to a
+    temporary file in the same folder and renamed over the old one, so a reader
+    sees the old or the new manifest, never part of one. The model file stays.
+    """
+    path = directory / MANIFEST_FILE
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    updated = datetime.datetime.now(datetime.UTC)
+    manifest["decision_policy"] = policy.to_json()
+    policy_json = json.dumps(manifest["decision_policy"], sort_keys=True)
+    policy_hash = hashlib.sha256(policy_json.encode()).hexdigest()[:8]
+    model_version = artifact_version(updated, manifest["model_sha256"])
+    manifest["version"] = f"{model_version}-{policy_hash}"
+    manifest["policy_updated_at"] = updated.isoformat(timespec="seconds")
+    descriptor, name = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        temporary.chmod(0o644)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return dict(manifest)
+
+
 def build_manifest(
     *,
     model_sha256: str,
@@ -46,13 +82,13 @@ def build_manifest(
     """Assemble the manifest that `read_manifest` checks on load.
 
     The version string joins the creation time and the first 12 hex digits of the
-    model hash, so two different models never share a version.
+    model hash (`artifact_version`), so two different models never share a
+    version.
     """
     created = created_at or datetime.datetime.now(datetime.UTC)
-    stamp = created.strftime("%Y%m%dT%H%M%SZ")
     return {
         "format": ARTIFACT_FORMAT,
-        "version": f"{stamp}-{model_sha256[:12]}",
+        "version": artifact_version(created, model_sha256),
         "created_at": created.isoformat(timespec="seconds"),
         "model_file": MODEL_FILE,
         "model_sha256": model_sha256,

@@ -21,7 +21,7 @@ from router_service.classifier import TIERS, DecisionPolicy
 from training.datasets import LabelledQuery
 
 # Threshold grid searched by `calibrate` and drawn by the cost-quality curve. The
-# ends are included, so the grid holds always-medium (complex threshold 1.0 and
+# ends are included, so the grid contains always-medium (complex threshold 1.0 and
 # medium threshold 0.0) and always-complex (complex threshold 0.0).
 THRESHOLD_GRID = tuple(round(value, 2) for value in np.arange(0.0, 1.0001, 0.05))
 MIN_CONFIDENCE_GRID = (0.0, 0.4, 0.5, 0.6)
@@ -32,7 +32,7 @@ MIN_QUALITY_TARGET = "min_quality_fraction_of_always_complex"
 
 @dataclass(frozen=True)
 class CalibrationTarget:
-    """What `calibrate` optimizes, as stored in the manifest.
+    """The goal of `calibrate`, as stored in the manifest.
 
     `max_cost_per_1k_usd`: the best quality whose cost per 1,000 requests is at
     most `value` USD; `value` None means the always-medium cost on the calibration
@@ -136,7 +136,7 @@ def baselines(table: RoutingTable, matched_cost_per_1k_usd: float) -> dict[str, 
 def random_mix(fixed: list[dict[str, float]], cost_per_1k_usd: float) -> dict[str, Any]:
     """Mix two neighbouring fixed tiers at random so the mix costs `cost_per_1k_usd`.
 
-    `fixed` holds the always-simple, always-medium and always-complex outcomes.
+    `fixed` contains the always-simple, always-medium and always-complex outcomes.
     Returns the expected quality and cost and the share of each tier.
     """
     costs = [point["cost_per_1k_usd"] for point in fixed]
@@ -160,7 +160,7 @@ def decide_all(
 ) -> NDArray[np.int_]:
     """Apply `policy` to each row of class probabilities (columns in TIERS order).
 
-    This is `DecisionPolicy.decide` vectorized; a test checks that both agree.
+    This is `DecisionPolicy.decide` vectorized, and a test checks that both agree.
     """
     if policy.complex_threshold is None or policy.medium_threshold is None:
         choices = probabilities.argmax(axis=1)
@@ -197,9 +197,10 @@ def calibrate(
 
     With a cost target, the best quality at or under the cost wins, and ties go to
     the lower cost. With a quality target, the lowest cost at or over the quality
-    wins, and ties go to the higher quality. When no grid point meets the target,
-    the nearest one wins (the cheapest, or the best quality) and
-    `target["reached"]` is false.
+    wins, and ties go to the higher quality. Points that remain tied go to the
+    highest complex threshold, then the lowest medium threshold. When no grid
+    point meets the target, the nearest one wins (the cheapest, or the best
+    quality) and `target["reached"]` is false.
 
     Raises:
         ValueError: there are no routable questions to calibrate on.
@@ -218,14 +219,14 @@ def calibrate(
             limit = fixed["always_medium"]["cost_per_1k_usd"]
         meeting = [p for p in points if p["cost_per_1k_usd"] <= limit + 1e-12]
         best_of = _best_quality
-        nearest = min(points, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))
+        nearest = _lowest_cost(points)
     else:
         if target.value is None:
             raise ValueError("a minimum-quality target needs a value")
         limit = target.value * fixed["always_complex"]["quality"]
         meeting = [p for p in points if p["quality"] >= limit - 1e-12]
         best_of = _lowest_cost
-        nearest = max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"]))
+        nearest = _best_quality(points)
     best = best_of(meeting) if meeting else nearest
     chosen = DecisionPolicy.from_json(best["policy"])
     return DecisionPolicy(
@@ -244,9 +245,22 @@ def calibrate(
     )
 
 
+def _caution(point: dict[str, Any]) -> tuple[float, float, float]:
+    # Among points with equal validation outcomes, prefer the highest complex
+    # threshold, then the lowest medium threshold and min_confidence: on new
+    # queries that point sends the fewest to the expensive tier and the fewest
+    # to the weak tier.
+    policy = point["policy"]
+    return (
+        policy["complex_threshold"],
+        -policy["medium_threshold"],
+        -policy["min_confidence"],
+    )
+
+
 def _best_quality(points: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"]))
+    return max(points, key=lambda p: (p["quality"], -p["cost_per_1k_usd"], _caution(p)))
 
 
 def _lowest_cost(points: list[dict[str, Any]]) -> dict[str, Any]:
-    return min(points, key=lambda p: (p["cost_per_1k_usd"], -p["quality"]))
+    return max(points, key=lambda p: (-p["cost_per_1k_usd"], p["quality"], _caution(p)))

@@ -19,9 +19,14 @@ from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from router_service.classifier import TIERS, DecisionPolicy
+from router_service.classifier import (
+    TIERS,
+    ClassifierArtifactError,
+    ComplexityClassifier,
+    DecisionPolicy,
+)
 from training import datasets
-from training.artifact import write_artifact
+from training.artifact import replace_policy, write_artifact
 from training.datasets import LabelledQuery
 from training.metrics import classification_metrics, format_metrics
 from training.models import CANDIDATES
@@ -112,6 +117,47 @@ def calibrate_policy(
         f"calibrated thresholds on {len(table)} validation questions: "
         f"complex >= {policy.complex_threshold}, medium >= {policy.medium_threshold}, "
         f"min confidence {policy.min_confidence}, target {policy.target}"
+    )
+    if not policy.target["reached"]:
+        print("warning: no threshold policy meets the target; kept the nearest one")
+    return policy
+
+
+def recalibrate(
+    data_dir: Path, artifact_dir: Path, target: CalibrationTarget | None = None
+) -> DecisionPolicy:
+    """Calibrate a new decision policy for a trained artifact, without refitting.
+
+    The policy is chosen on the validation split, as in training, and replaces
+    the one in the artifact's manifest (`training.artifact.replace_policy`).
+
+    Raises:
+        ClassifierArtifactError: the artifact does not load, or `data_dir` contains
+            other data than the artifact was trained on, so its validation split
+            could overlap the training rows.
+        FileNotFoundError: a data file is missing.
+    """
+    classifier = ComplexityClassifier.load(artifact_dir)
+    if datasets.data_fingerprint(data_dir) != classifier.manifest["data_fingerprint"]:
+        raise ClassifierArtifactError(
+            f"the data in {data_dir} differ from the data that the artifact in "
+            f"{artifact_dir} was trained on, so its validation split may overlap "
+            "the training rows. Retrain with `make train` instead."
+        )
+    validation = datasets.split(datasets.load_all(data_dir))["validation"]
+    routable = [item for item in validation if is_routable(item)]
+    if not routable:
+        raise ClassifierArtifactError(
+            f"the validation split of {data_dir} has no question with outcomes "
+            "and costs for every tier, so there is nothing to calibrate on."
+        )
+    probabilities = classifier.predict_probabilities([item.text for item in routable])
+    policy = calibrate(RoutingTable.from_items(routable), probabilities, target)
+    manifest = replace_policy(artifact_dir, policy)
+    print(
+        f"calibrated {artifact_dir} for {policy.target}; thresholds complex >= "
+        f"{policy.complex_threshold}, medium >= {policy.medium_threshold}, min "
+        f"confidence {policy.min_confidence}; version {manifest['version']}"
     )
     if not policy.target["reached"]:
         print("warning: no threshold policy meets the target; kept the nearest one")

@@ -59,13 +59,18 @@ def test_predict_returns_distribution_over_tiers(
     assert prediction.rule == "model"
 
 
-def test_competition_maths_is_complex(classifier: ComplexityClassifier) -> None:
+def test_competition_maths_is_most_likely_complex(
+    classifier: ComplexityClassifier,
+) -> None:
+    # The tier also depends on the calibrated policy, so this checks the model.
     prediction = classifier.predict(
         r"Let $f(x) = \sum_{k=1}^{n} \frac{1}{k(k+1)}$. Find the smallest integer $n$"
         r" such that $f(x) > \frac{99}{100}$ and prove that it is minimal."
     )
 
-    assert prediction.tier == "complex"
+    probabilities = prediction.probabilities
+    assert max(probabilities, key=probabilities.__getitem__) == "complex"
+    assert probabilities["complex"] > 0.5
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,17 @@ def test_decide_all_matches_policy_decide() -> None:
             for tier in _choices(policy, probabilities)
         ]
         assert decide_all(probabilities, policy).tolist() == expected
+
+
+def test_calibrate_ties_prefer_highest_complex_threshold() -> None:
+    table = RoutingTable.from_items(ROWS)
+    # No row has P(complex) above 0.1, so every complex threshold above 0.1
+    # gives the same choices on these rows.
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.9, 0.05, 0.05]]
+    )
+
+    policy = calibrate(table, probabilities, CalibrationTarget(MAX_COST_TARGET, 2.0))
+
+    assert policy.complex_threshold == 1.0
+    assert "complex" not in _choices(policy, probabilities)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,51 @@ def test_gradient_boosting_artifact_loads(tiny_data_dir: Path, tmp_path: Path) -
 
     assert classifier.manifest["model_kind"] == "gradient_boosting"
     assert classifier.predict("Which animal says moo on farm 77?").tier in TIERS
+
+
+def test_calibrate_replaces_policy_and_keeps_model(
+    trained: Path, tiny_data_dir: Path
+) -> None:
+    before = json.loads((trained / MANIFEST_FILE).read_text())
+    model_bytes = (trained / MODEL_FILE).read_bytes()
+
+    code = main(
+        [
+            "calibrate",
+            "--data-dir",
+            str(tiny_data_dir),
+            "--artifact-dir",
+            str(trained),
+            "--min-quality",
+            "0.9",
+        ]
+    )
+
+    after = json.loads((trained / MANIFEST_FILE).read_text())
+    assert code == 0
+    assert after["decision_policy"]["target"]["kind"] == MIN_QUALITY_TARGET
+    assert after["version"] != before["version"]
+    assert after["model_sha256"] == before["model_sha256"]
+    assert (trained / MODEL_FILE).read_bytes() == model_bytes
+    assert sorted(path.name for path in trained.iterdir()) == [
+        MANIFEST_FILE,
+        MODEL_FILE,
+    ]
+    assert ComplexityClassifier.load(trained).version == after["version"]
+
+
+def test_calibrate_rejects_other_data(
+    trained: Path,
+    tiny_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_data_dir, other)
+    with (other / "arena_hard" / "arena_hard_v0.1_questions.jsonl").open("a") as handle:
+        handle.write('{"prompt": "One more hard prompt about compilers."}\n')
+
+    code = main(["calibrate", "--data-dir", str(other), "--artifact-dir", str(trained)])
+
+    assert code == 2
+    assert "differ from the data" in capsys.readouterr().err
