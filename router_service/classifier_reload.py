@@ -123,7 +123,7 @@ def artifact_fingerprint(directory: Path) -> str | None:
 
 
 class ArtifactWatcher:
-    """Reloads the configured artifact folder when its files change.
+    """Poller that reloads the configured artifact folder when its files change.
 
     The folder is polled every `interval_s` seconds. A change triggers the same
     reload as the ReloadClassifier RPC with an empty `artifact_dir`, so the same
@@ -155,3 +155,8 @@ class ArtifactWatcher:
             except ClassifierRejectedError:
                 # The reloader has logged classifier_reload_failed with the reason.
                 continue
+            except Exception:
+                # An unexpected error must not end the watch; the old one serves.
+                logger.exception(
+                    "classifier_watch_failed", extra={"path": str(self._directory)}
+                )

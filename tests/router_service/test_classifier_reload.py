@@ -14,7 +14,7 @@ import pytest
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.classifier import MANIFEST_FILE, MODEL_FILE, default_artifact_dir
-from router_service.classifier_reload import artifact_fingerprint
+from router_service.classifier_reload import ArtifactWatcher, artifact_fingerprint
 from router_service.errors import ConfigError
 from router_service.server import RunningServer, create_server
 from router_service.testing import FakeCache, settings_for_tests
@@ -295,3 +295,38 @@ def test_fingerprint_is_none_without_manifest(tmp_path: Path) -> None:
     assert after_touch is not None
     assert after_touch != before
     assert artifact_fingerprint(artifact) is None
+
+
+class FailingReloader:
+    """Stands in for ClassifierReloader; every reload raises an unexpected error."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def reload(self, artifact_dir: str) -> None:
+        self.calls += 1
+        raise RuntimeError("disk vanished")
+
+
+async def test_watcher_survives_unexpected_reload_error(tmp_path: Path) -> None:
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / MODEL_FILE).write_bytes(b"model")
+    (artifact / MANIFEST_FILE).write_text("{}", encoding="utf-8")
+    reloader = FailingReloader()
+    watcher = ArtifactWatcher(reloader, artifact, interval_s=0.01)  # type: ignore[arg-type]
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.sleep(0.05)
+        (artifact / MANIFEST_FILE).write_text('{"v": 1}', encoding="utf-8")
+
+        async def called(times: int) -> bool:
+            return reloader.calls >= times
+
+        await wait_for(lambda: called(1), timeout_s=30)
+        (artifact / MANIFEST_FILE).write_text('{"v": 2}', encoding="utf-8")
+        await wait_for(lambda: called(2), timeout_s=30)
+
+        assert not task.done()
+    finally:
+        task.cancel()
