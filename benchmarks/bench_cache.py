@@ -284,8 +284,8 @@ def querygate_section(
     return section
 
 
-def run_info(args: argparse.Namespace, load_before: float) -> dict[str, Any]:
-    """Describe the run: command, date, commit, machine and load."""
+def current_commit() -> str:
+    """Return the short commit id, marked when the working tree has changes."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=REPO,
@@ -293,10 +293,23 @@ def run_info(args: argparse.Namespace, load_before: float) -> dict[str, Any]:
         text=True,
         check=False,
     ).stdout.strip()
+    clean = (
+        subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], cwd=REPO, check=False
+        ).returncode
+        == 0
+    )
+    if not commit:
+        return "unknown"
+    return commit if clean else f"{commit} with uncommitted changes"
+
+
+def run_info(args: argparse.Namespace, load_before: float) -> dict[str, Any]:
+    """Describe the run: command, date, commit at the start, machine and load."""
     return {
         "command": "python -m benchmarks.bench_cache " + " ".join(sys.argv[1:]),
-        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "commit": commit or "unknown",
+        "date": f"{args.started:%Y-%m-%d %H:%M}-{datetime.now(UTC):%H:%M} UTC",
+        "commit": args.commit,
         "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
         "cpus": os.cpu_count() or 1,
@@ -317,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     console = Console(stderr=True)
     load_before = os.getloadavg()[0]
+    args.commit = current_commit()
+    args.started = datetime.now(UTC)
     args.thresholds = threshold_grid(0.70, 0.95, 0.01)
     args.table_thresholds = threshold_grid(0.70, 0.95, 0.05)
     args.speed_mode = "on" if "on" in args.modes else args.modes[-1]
