@@ -29,7 +29,12 @@ from querygate.router.v1 import router_pb2
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.bench_load_mix import MixShares, QueryMix, load_mix
+from benchmarks.bench_load_mix import (
+    MixShares,
+    PoolExhaustedError,
+    QueryMix,
+    load_mix,
+)
 from benchmarks.bench_load_report import write_report
 from benchmarks.bench_load_run import (
     LoadResult,
@@ -375,7 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["load_runs"].append(run)
                 if speed is not None:
                     report["speed"] = speed
-    except (FileNotFoundError, ValueError, StackStartError) as error:
+    except (
+        FileNotFoundError,
+        ValueError,
+        StackStartError,
+        PoolExhaustedError,
+    ) as error:
         console.print(f"error: {error}", style="red", markup=False, highlight=False)
         return 2
 

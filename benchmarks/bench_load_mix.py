@@ -126,7 +126,7 @@ class QueryMix:
             return self._sent_as(MixedQuery(self._next_fresh(), drawn, "new"))
         if self._sent:
             return MixedQuery(self._rng.choice(self._sent), drawn, "exact")
-        raise PoolExhaustedError("the question pool is empty: load more pairs")
+        raise PoolExhaustedError("the question pool is empty: raise --pairs")
 
     def new_query(self) -> str:
         """Return a question never sent before and record it as sent.
@@ -135,7 +135,9 @@ class QueryMix:
             PoolExhaustedError: every question has been sent.
         """
         if not self._fresh:
-            raise PoolExhaustedError("every question of the pool has been sent")
+            raise PoolExhaustedError(
+                "every question of the pool has been sent: raise --pairs"
+            )
         text = self._next_fresh()
         self._sent.append(text)
         return text
