@@ -139,6 +139,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Python of the environment with gptcache (default: .venv-bench)",
     )
     parser.add_argument(
+        "--gptcache-dir",
+        type=Path,
+        help="folder for GPTCache's SQLite and FAISS files, for example on tmpfs "
+        "(default: a temporary folder, which the run removes)",
+    )
+    parser.add_argument(
         "--gptcache-embeddings",
         default="onnx,sbert",
         help="GPTCache embedding functions to time, onnx and/or sbert; the first "

@@ -10,6 +10,7 @@ pair can hit another pair's entry.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -86,6 +87,11 @@ def running_service(options: ServiceOptions) -> Iterator[ServiceProcess]:
         QUERYGATE_LOG_LEVEL="WARNING",
     )
     command = [sys.executable, "-m", "cache_service", "--port-file", str(port_file)]
+    # setpriv (util-linux) makes the kernel send SIGTERM to the service when this
+    # process dies, so a benchmark killed with SIGTERM or SIGKILL leaves no orphan.
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None and sys.platform.startswith("linux"):
+        command = [setpriv, "--pdeathsig", "SIGTERM", "--", *command]
     log_path = options.workdir / f"service-{options.false_hit_guard}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=log)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,11 @@ def run_gptcache(
         args.client_counts,
         args.threshold,
     )
+    # A fresh folder every run, because GPTCache reloads files it finds there.
+    gptcache_dir = workdir / "gptcache"
+    if args.gptcache_dir is not None:
+        args.gptcache_dir.mkdir(parents=True, exist_ok=True)
+        gptcache_dir = Path(tempfile.mkdtemp(prefix="gptcache-", dir=args.gptcache_dir))
     input_path = workdir / "gptcache-input.json"
     output_path = workdir / "gptcache-output.json"
     input_path.write_text(json.dumps(request), encoding="utf-8")
@@ -81,7 +88,7 @@ def run_gptcache(
         "--onnx-file",
         str(args.onnx_dir / "model.onnx"),
         "--workdir",
-        str(workdir / "gptcache"),
+        str(gptcache_dir),
         "--embeddings",
         args.gptcache_embeddings,
     ]
@@ -91,6 +98,8 @@ def run_gptcache(
     status = console.status("GPTCache: replaying pairs and timing lookups")
     with status, log_path.open("wb") as log:
         finished = subprocess.run(command, cwd=REPO, stdout=log, stderr=log)
+    if args.gptcache_dir is not None:
+        shutil.rmtree(gptcache_dir, ignore_errors=True)
     if finished.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
         raise RuntimeError(f"the GPTCache runner failed:\n{tail}")

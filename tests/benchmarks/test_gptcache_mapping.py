@@ -150,6 +150,7 @@ def compare_args(tmp_path: Path, mode: str) -> argparse.Namespace:
         onnx_dir=tmp_path,
         gptcache_embeddings="onnx",
         py_spy=None,
+        gptcache_dir=None,
     )
 
 
