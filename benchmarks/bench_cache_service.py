@@ -123,7 +123,7 @@ def replay_pairs(
 ) -> list[ReplayedPair]:
     """Store each pair's first query and look up its second, under its own tenant.
 
-    ``pairs`` contains (set name, tenant number, pair) tuples. The lookup asks for
+    ``pairs`` contains (set name, tenant number, pair) tuples. The lookup requests
     ``min_similarity``, the lowest threshold of the sweep. ``advance`` is called
     once per pair, from worker threads. Results come back in input order.
 
@@ -161,7 +161,7 @@ def replay_pairs(
 
 
 class SpeedClient:
-    """Stores entries under one tenant and looks queries up, for the speed runs.
+    """Client that stores entries under one tenant and looks queries up.
 
     One channel is shared by every client thread, as a service would share one.
     """

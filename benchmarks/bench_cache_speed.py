@@ -1,8 +1,9 @@
 """Speed runs of our cache service for ``make bench-cache``.
 
 The workload is the sampled pairs: their first queries are stored under one
-tenant, and their second queries are looked up at the service's threshold, by 1
-and then 32 concurrent clients over one gRPC channel.
+tenant, and their second queries are looked up at the service's threshold by each
+number of concurrent clients in ``--clients`` (1 and 32 by default), over one gRPC
+channel.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def speed_section(
     for embedding, runs in section["gptcache"].items():
         for mine, theirs in zip(ours.runs, runs, strict=True):
             if theirs["lookups_per_s"] > 0:
-                key = f"{mine.clients} clients, GPTCache with {embedding} embedding"
+                clients = "1 client" if mine.clients == 1 else f"{mine.clients} clients"
+                key = f"{clients}, GPTCache with {embedding} embedding"
                 section["ratios"][key] = mine.lookups_per_s / theirs["lookups_per_s"]
     return section

