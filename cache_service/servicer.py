@@ -24,7 +24,8 @@ from cache_service.errors import (
 from cache_service.feedback import FeedbackCounts, FeedbackRating, FeedbackRecorder
 from cache_service.health_checks import CacheHealth
 from cache_service.health_report import CheckStatus, HealthReport
-from cache_service.rpc_telemetry import annotate_rpc, loggable_id
+from cache_service.rpc_log import loggable_id
+from cache_service.rpc_telemetry import annotate_rpc
 from cache_service.scope import ChatTurn, Scope
 
 logger = logging.getLogger(__name__)

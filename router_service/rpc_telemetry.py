@@ -17,13 +17,10 @@ from typing import Any
 
 import grpc
 
+from cache_service.rpc_log import rpc_completed_fields, status_code_name
 from router_service.metrics import RouterMetrics
 
 logger = logging.getLogger(__name__)
-
-# Fields of every rpc_completed line, None where an RPC has no such value.
-RPC_LOG_FIELDS = ("tenant", "tier", "model", "cache_status", "request_id", "error_id")
-MAX_LOGGED_ID_CHARS = 128
 
 _rpc_fields: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "querygate_router_rpc_fields", default=None
@@ -37,25 +34,10 @@ def annotate_rpc(**fields: object) -> None:
         current.update(fields)
 
 
-def loggable_id(value: str) -> str:
-    """Return an id from a request as it may appear in a log line.
-
-    Requests are logged before validation, so an id can be huge or contain control
-    characters: those are cut to `MAX_LOGGED_ID_CHARS` and escaped.
-    """
-    if len(value) <= MAX_LOGGED_ID_CHARS and value.isprintable():
-        return value
-    return ascii(value[:MAX_LOGGED_ID_CHARS])
-
-
 def _status_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED.name
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    # grpc reports an exception that escapes the servicer as UNKNOWN.
-    return grpc.StatusCode.UNKNOWN.name if error is not None else "OK"
+    return status_code_name(context.code(), error)
 
 
 class RpcTelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -143,14 +125,7 @@ class RpcTelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         duration_s = time.perf_counter() - started
         code = _status_code(context, error)
         self._metrics.observe_rpc(method, code, duration_s)
-        line: dict[str, object] = {name: fields.get(name) for name in RPC_LOG_FIELDS}
-        line.update(fields)
         logger.info(
             "rpc_completed",
-            extra={
-                "method": method,
-                "code": code,
-                "duration_ms": round(duration_s * 1000, 2),
-                **line,
-            },
+            extra=rpc_completed_fields(method, code, duration_s, fields),
         )

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from cache_service.health_report import CheckStatus, HealthReport
+from cache_service.rpc_log import loggable_id
 from router_service.backends.base import ChatMessage
 from router_service.classifier_reload import ClassifierReloader
 from router_service.domain import CacheStatus, FeedbackRating, RouteQuery, RouteResult
@@ -23,7 +24,7 @@ from router_service.errors import RateLimitedError, RouterError, grpc_status_for
 from router_service.feedback import AnswerFeedback, FeedbackMark
 from router_service.health_checks import RouterHealth
 from router_service.ledger_backup import LedgerSnapshotWriter
-from router_service.rpc_telemetry import annotate_rpc, loggable_id
+from router_service.rpc_telemetry import annotate_rpc
 from router_service.streaming import StreamingRouter
 
 logger = logging.getLogger(__name__)

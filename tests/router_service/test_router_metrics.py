@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_scrape import Scrape, scrape
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
+from cache_service.rpc_log import MAX_LOGGED_ID_CHARS
 from router_service.backends import Completion, CompletionRequest, build_backend
 from router_service.metrics import RecentlySeen, RouterMetrics
-from router_service.rpc_telemetry import MAX_LOGGED_ID_CHARS
 from router_service.server import RunningServer, create_server
 from router_service.settings import LimitSettings, ResilienceSettings, RouterSettings
 from router_service.testing import (
