@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -28,6 +29,12 @@ from cache_service.api_keys import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The standard gRPC health checks need no key.
+PUBLIC_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+)
+REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
 @dataclass(frozen=True)
@@ -162,3 +169,85 @@ class RejectionLog:
                 "suppressed_since_last": suppressed,
             },
         )
+
+
+class RequestAccess:
+    """Authentication and authorization of one service's RPCs, for its request guard.
+
+    The guard does the grpc part (wrapping handlers, aborting calls) and passes in
+    its service's error classes, so ``admit`` raises errors that the service's
+    status table already maps. ``annotate`` adds the caller's key id to the RPC's
+    log line. Health checks (``PUBLIC_METHODS``) need no key, and without a key
+    store no method does.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore | None,
+        rules: Mapping[str, AccessRule],
+        *,
+        unauthenticated: Callable[[str], Exception],
+        permission_denied: Callable[[str], Exception],
+        annotate: Callable[..., None],
+    ) -> None:
+        self._keys = keys
+        self._rules = rules
+        self._unauthenticated = unauthenticated
+        self._permission_denied = permission_denied
+        self._annotate = annotate
+        self._rejections = RejectionLog()
+
+    def needs_key(self, method: str) -> bool:
+        """Return True when calls to the full method name ``method`` need a key."""
+        return self._keys is not None and method not in PUBLIC_METHODS
+
+    def principal(
+        self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> Principal | None:
+        """Return the caller's principal, or None when ``method`` needs no key.
+
+        Raises the error that ``unauthenticated`` builds when the key is missing
+        or unknown.
+        """
+        if self._keys is None or method in PUBLIC_METHODS:
+            return None
+        result = authenticate(self._keys, metadata or ())
+        if isinstance(result, Denial):
+            self._raise_denial(method, result, None)
+        assert isinstance(result, Principal)
+        # The key id (never the key) goes into the RPC's log line, so operators
+        # can see which keys are in use before they revoke one.
+        self._annotate(key_id=result.key_id)
+        return result
+
+    def admit(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        parse: Callable[[], Any],
+    ) -> Any:
+        """Authenticate the caller, parse the request with ``parse``, apply the rule.
+
+        A method missing from the rules needs an admin key. Returns the parsed
+        request, in which the rule may have filled an empty tenant field with the
+        key's tenant. Raises the error that ``unauthenticated`` or
+        ``permission_denied`` builds, or what ``parse`` raises for a malformed
+        request.
+        """
+        principal = self.principal(method, metadata)
+        request = parse()
+        if principal is not None:
+            rule = self._rules.get(method, admin_only(method.rpartition("/")[2]))
+            self._raise_denial(method, rule(principal, request), principal)
+        return request
+
+    def _raise_denial(
+        self, method: str, denial: Denial | None, principal: Principal | None
+    ) -> None:
+        if denial is None:
+            return
+        key_id = principal.key_id if principal is not None else None
+        self._rejections.record(method, denial, key_id)
+        if denial.authenticated:
+            raise self._permission_denied(denial.message)
+        raise self._unauthenticated(denial.message)

@@ -27,12 +27,12 @@ from google.protobuf.message import Message
 from querygate.cache.v1 import cache_pb2
 
 from cache_service.access import (
+    REFLECTION_METHOD,
     AccessRule,
     Denial,
-    RejectionLog,
+    RequestAccess,
     admin_only,
     any_key,
-    authenticate,
     owns_or_admin,
     service_or_admin,
     tenant_at,
@@ -51,10 +51,6 @@ from cache_service.settings import CacheSettings
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
-PUBLIC_METHODS = frozenset(
-    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
-)
-REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 EntryOwner = Callable[[str], str | None]
 
 
@@ -131,9 +127,13 @@ class CacheRequestGuard(grpc.ServerInterceptor):
     """Parses, authenticates and authorizes each RPC before the servicer runs."""
 
     def __init__(self, keys: KeyStore | None, rules: Mapping[str, AccessRule]) -> None:
-        self._keys = keys
-        self._rules = rules
-        self._rejections = RejectionLog()
+        self._access = RequestAccess(
+            keys,
+            rules,
+            unauthenticated=AuthenticationError,
+            permission_denied=PermissionDeniedError,
+            annotate=annotate_rpc,
+        )
 
     def intercept_service(
         self,
@@ -157,16 +157,13 @@ class CacheRequestGuard(grpc.ServerInterceptor):
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream is not None and self._needs_key(method):
+        if handler.stream_stream is not None and self._access.needs_key(method):
             return grpc.stream_stream_rpc_method_handler(
                 self._guard_stream_stream(handler, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
-
-    def _needs_key(self, method: str) -> bool:
-        return self._keys is not None and method not in PUBLIC_METHODS
 
     def _guard_unary(
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
@@ -190,7 +187,9 @@ class CacheRequestGuard(grpc.ServerInterceptor):
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            self._abort_on_error(context, lambda: self._principal(method, metadata))
+            self._abort_on_error(
+                context, lambda: self._access.principal(method, metadata)
+            )
             yield from handler.stream_stream(requests, context)
 
         return guarded
@@ -206,38 +205,11 @@ class CacheRequestGuard(grpc.ServerInterceptor):
         """Return the parsed request, or abort the RPC with the reason."""
 
         def check() -> Any:
-            principal = self._principal(method, metadata)
-            request = parse_request(handler, method, raw)
-            if principal is not None:
-                rule = self._rules.get(method, admin_only(method.rpartition("/")[2]))
-                self._raise_denial(method, rule(principal, request), principal)
-            return request
+            return self._access.admit(
+                method, metadata, lambda: parse_request(handler, method, raw)
+            )
 
         return self._abort_on_error(context, check)
-
-    def _principal(self, method: str, metadata: Any) -> Principal | None:
-        if not self._needs_key(method):
-            return None
-        assert self._keys is not None
-        result = authenticate(self._keys, metadata or ())
-        if isinstance(result, Denial):
-            self._raise_denial(method, result, None)
-        assert isinstance(result, Principal)
-        # The key id (never the key) goes into the RPC's log line, so operators
-        # can see which keys are in use before they revoke one.
-        annotate_rpc(key_id=result.key_id)
-        return result
-
-    def _raise_denial(
-        self, method: str, denial: Denial | None, principal: Principal | None
-    ) -> None:
-        if denial is None:
-            return
-        key_id = principal.key_id if principal is not None else None
-        self._rejections.record(method, denial, key_id)
-        if denial.authenticated:
-            raise PermissionDeniedError(denial.message)
-        raise AuthenticationError(denial.message)
 
     @staticmethod
     def _abort_on_error(context: grpc.ServicerContext, check: Callable[[], Any]) -> Any:

@@ -21,16 +21,15 @@ import grpc
 from querygate.router.v1 import router_pb2
 
 from cache_service.access import (
+    REFLECTION_METHOD,
     AccessRule,
-    Denial,
-    RejectionLog,
+    RequestAccess,
     admin_only,
     any_key,
-    authenticate,
     service_or_admin,
     tenant_at,
 )
-from cache_service.api_keys import KeyStore, Principal
+from cache_service.api_keys import KeyStore
 from router_service.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -44,10 +43,6 @@ from router_service.settings import SecuritySettings
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
-PUBLIC_METHODS = frozenset(
-    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
-)
-REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
 def _method(name: str) -> str:
@@ -99,9 +94,13 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         keys: KeyStore | None,
         rules: Mapping[str, AccessRule] = ROUTER_METHOD_RULES,
     ) -> None:
-        self._keys = keys
-        self._rules = rules
-        self._rejections = RejectionLog()
+        self._access = RequestAccess(
+            keys,
+            rules,
+            unauthenticated=AuthenticationError,
+            permission_denied=PermissionDeniedError,
+            annotate=annotate_rpc,
+        )
 
     async def intercept_service(
         self,
@@ -127,16 +126,13 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream is not None and self._needs_key(method):
+        if handler.stream_stream is not None and self._access.needs_key(method):
             return grpc.stream_stream_rpc_method_handler(
                 self._guard_stream_stream(handler, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
-
-    def _needs_key(self, method: str) -> bool:
-        return self._keys is not None and method not in PUBLIC_METHODS
 
     def _guard_unary(
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
@@ -166,7 +162,7 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             try:
-                self._principal(method, metadata)
+                self._access.principal(method, metadata)
             except RouterError as error:
                 await context.abort(grpc_status_for(error), str(error))
             async for message in handler.stream_stream(requests, context):
@@ -184,39 +180,13 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         """Return the parsed request, or abort the RPC with the reason."""
         try:
-            principal = self._principal(method, metadata)
-            request = parse_request(handler, method, raw)
-            if principal is not None:
-                rule = self._rules.get(method, admin_only(method.rpartition("/")[2]))
-                self._raise_denial(method, rule(principal, request), principal)
-            return request
+            return self._access.admit(
+                method, metadata, lambda: parse_request(handler, method, raw)
+            )
         except RouterError as error:
             await context.abort(grpc_status_for(error), str(error))
         # context.abort always raises, but grpc does not annotate it as NoReturn.
         raise AssertionError("unreachable")
-
-    def _principal(self, method: str, metadata: Any) -> Principal | None:
-        if self._keys is None or method in PUBLIC_METHODS:
-            return None
-        result = authenticate(self._keys, metadata or ())
-        if isinstance(result, Denial):
-            self._raise_denial(method, result, None)
-        assert isinstance(result, Principal)
-        # The key id (never the key) goes into the RPC's log line, so operators
-        # can see which keys are in use before they revoke one.
-        annotate_rpc(key_id=result.key_id)
-        return result
-
-    def _raise_denial(
-        self, method: str, denial: Denial | None, principal: Principal | None
-    ) -> None:
-        if denial is None:
-            return
-        key_id = principal.key_id if principal is not None else None
-        self._rejections.record(method, denial, key_id)
-        if denial.authenticated:
-            raise PermissionDeniedError(denial.message)
-        raise AuthenticationError(denial.message)
 
 
 def parse_request(handler: grpc.RpcMethodHandler, method: str, raw: bytes) -> Any:
