@@ -8,45 +8,29 @@ while the service runs. ``restore`` needs the service stopped; see
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from cache_service.backup import restore_snapshot, write_snapshot
+from cache_service.backup_commands import COMMANDS as COMMANDS
+from cache_service.backup_commands import (
+    BackupHelp,
+    parse_backup_args,
+    print_backup_result,
+)
 from cache_service.errors import BackupError, SettingsError
 from cache_service.settings import CacheSettings
 
-COMMANDS = ("snapshot", "restore")
-
-
-def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m cache_service",
-        description="Back up or restore the cache's entry store.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    snapshot = commands.add_parser(
-        "snapshot", help="copy the entry store into a new file, also while serving"
-    )
-    snapshot.add_argument(
-        "--output-dir",
-        type=Path,
-        help="folder for the snapshot file (default: the backup_dir setting)",
-    )
-    restore = commands.add_parser(
-        "restore", help="make a snapshot the entry store; the service must be stopped"
-    )
-    restore.add_argument("snapshot", type=Path, help="snapshot file to restore")
-    restore.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a store that contains entries; the old file is kept beside it",
-    )
-    for command in (snapshot, restore):
-        command.add_argument("--config", type=Path, help="TOML file of cache settings")
-    return parser.parse_args(argv)
+_HELP = BackupHelp(
+    prog="python -m cache_service",
+    description="Back up or restore the cache's entry store.",
+    snapshot="copy the entry store into a new file, also while serving",
+    output_dir="folder for the snapshot file (default: the backup_dir setting)",
+    restore="make a snapshot the entry store; the service must be stopped",
+    force="replace a store that contains entries; the old file is kept beside it",
+    config="TOML file of cache settings",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +39,7 @@ def main(argv: list[str]) -> int:
     Returns 0 on success, 1 when the backup or restore failed and 2 when the
     settings are invalid; the reason goes to standard error.
     """
-    args = _parse_args(argv)
+    args = parse_backup_args(argv, _HELP)
     try:
         settings = CacheSettings.load(os.environ, args.config)
     except SettingsError as error:
@@ -67,18 +51,14 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
+    data_dir = settings.data_dir
+
+    def run() -> dict[str, object]:
         if args.command == "snapshot":
-            result = _snapshot(
-                settings.data_dir, args.output_dir or settings.backup_dir
-            )
-        else:
-            result = _restore(args.snapshot, settings.data_dir, args.force)
-    except BackupError as error:
-        print(f"{args.command} failed: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
+            return _snapshot(data_dir, args.output_dir or settings.backup_dir)
+        return _restore(args.snapshot, data_dir, args.force)
+
+    return print_backup_result(args.command, run, BackupError)
 
 
 def _snapshot(data_dir: Path, backup_dir: Path | None) -> dict[str, object]:

@@ -9,48 +9,29 @@ router that uses the ledger stopped; see ``router_service.ledger_backup``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+from cache_service.backup_commands import COMMANDS as COMMANDS
+from cache_service.backup_commands import (
+    BackupHelp,
+    parse_backup_args,
+    print_backup_result,
+)
 from router_service.config import load_settings
 from router_service.errors import BackupError, ConfigError
 from router_service.ledger_backup import restore_ledger, write_ledger_snapshot
 
-COMMANDS = ("snapshot", "restore")
-
-
-def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m router_service",
-        description="Back up or restore the router's cost ledger.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    snapshot = commands.add_parser(
-        "snapshot", help="copy the ledger into a new file, also while routers run"
-    )
-    snapshot.add_argument(
-        "--output-dir",
-        type=Path,
-        help="folder for the snapshot file (default: [ledger] backup_dir)",
-    )
-    restore = commands.add_parser(
-        "restore", help="make a snapshot the ledger; every router must be stopped"
-    )
-    restore.add_argument("snapshot", type=Path, help="snapshot file to restore")
-    restore.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a ledger that contains rows; the old file is kept beside it",
-    )
-    for command in (snapshot, restore):
-        command.add_argument(
-            "--config",
-            type=Path,
-            help="TOML configuration file (default: the packaged default_config.toml)",
-        )
-    return parser.parse_args(argv)
+_HELP = BackupHelp(
+    prog="python -m router_service",
+    description="Back up or restore the router's cost ledger.",
+    snapshot="copy the ledger into a new file, also while routers run",
+    output_dir="folder for the snapshot file (default: [ledger] backup_dir)",
+    restore="make a snapshot the ledger; every router must be stopped",
+    force="replace a ledger that contains rows; the old file is kept beside it",
+    config="TOML configuration file (default: the packaged default_config.toml)",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -60,7 +41,7 @@ def main(argv: list[str]) -> int:
     configuration is invalid or names no ledger file; the reason goes to
     standard error.
     """
-    args = _parse_args(argv)
+    args = parse_backup_args(argv, _HELP)
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as error:
@@ -73,13 +54,12 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        result = _run(args, settings.ledger_path, settings.ledger_backup_dir)
-    except BackupError as error:
-        print(f"{args.command} failed: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
+    ledger_path = settings.ledger_path
+    return print_backup_result(
+        args.command,
+        lambda: _run(args, ledger_path, settings.ledger_backup_dir),
+        BackupError,
+    )
 
 
 def _run(
