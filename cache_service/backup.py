@@ -14,26 +14,23 @@ contains entries. The replaced file is kept beside it as
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from cache_service.errors import BackupError
 from cache_service.persistence import DATABASE_NAME, LOCK_NAME, SCHEMA_VERSION
 from cache_service.sqlite_files import (
     connect_existing,
-    copy_database,
-    fsync_path,
-    lock_file,
+    exclusive_lock,
+    move_aside,
+    replace_database,
+    snapshot_database,
 )
 
 SNAPSHOT_PREFIX = "entries-"
-SNAPSHOT_SUFFIX = ".sqlite3"
 _REQUIRED_MANIFEST_KEYS = ("schema_version", "embedding_model", "embedding_dimension")
 
 
@@ -105,20 +102,11 @@ def write_snapshot(
             "service once to create it"
         )
     created_at = clock()
-    stamp = datetime.fromtimestamp(created_at, UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{SNAPSHOT_PREFIX}{stamp}-{secrets.token_hex(3)}{SNAPSHOT_SUFFIX}"
-    final = backup_dir / name
-    partial = backup_dir / f".{name}.partial"
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        with connect_existing(source_path, "rw") as source:
-            copy_database(source, partial)
-        entries, vectors = _count_entries(partial)
-        fsync_path(partial)
-        partial.replace(final)
-        fsync_path(backup_dir)
+        final, (entries, vectors) = snapshot_database(
+            source_path, backup_dir, SNAPSHOT_PREFIX, created_at, _count_entries
+        )
     except (OSError, sqlite3.Error) as error:
-        partial.unlink(missing_ok=True)
         raise BackupError(f"snapshot of the cache database failed: {error}") from error
     return SnapshotInfo(final, entries, vectors, final.stat().st_size, created_at)
 
@@ -177,16 +165,11 @@ def restore_snapshot(
     target = data_dir / DATABASE_NAME
     with _exclusive_lock(data_dir):
         replaced, previous_next_id = _set_aside(target, force, clock)
-        partial = data_dir / f".{DATABASE_NAME}.restoring"
         try:
-            with connect_existing(snapshot, "ro") as source:
-                copy_database(source, partial)
-            _raise_next_id(partial, previous_next_id)
-            fsync_path(partial)
-            partial.replace(target)
-            fsync_path(data_dir)
+            replace_database(
+                snapshot, target, lambda copy: _raise_next_id(copy, previous_next_id)
+            )
         except (OSError, sqlite3.Error) as error:
-            partial.unlink(missing_ok=True)
             raise BackupError(f"restore into {data_dir} failed: {error}") from error
     return RestoreOutcome(info.entries, info.vectors, replaced)
 
@@ -210,12 +193,7 @@ def _set_aside(
             f"{target} contains {entries} entries; pass --force to replace them (the "
             "current file is kept beside it)"
         )
-    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
-    moved = target.with_name(f"{DATABASE_NAME}.replaced-{stamp}")
-    target.replace(moved)
-    for suffix in ("-wal", "-shm"):
-        target.with_name(DATABASE_NAME + suffix).unlink(missing_ok=True)
-    return moved, next_id
+    return move_aside(target, clock()), next_id
 
 
 def _raise_next_id(path: Path, at_least: int) -> None:
@@ -245,17 +223,10 @@ def _count_entries(path: Path) -> tuple[int, int]:
     return int(entries), int(vectors)
 
 
-@contextlib.contextmanager
-def _exclusive_lock(data_dir: Path) -> Iterator[None]:
+def _exclusive_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = lock_file(data_dir / LOCK_NAME, exclusive=True)
-    except BlockingIOError:
-        raise BackupError(
-            f"a cache service has {data_dir} open; stop it, then restore "
-            "(--force does not override this)"
-        ) from None
-    try:
-        yield
-    finally:
-        os.close(fd)
+    busy = BackupError(
+        f"a cache service has {data_dir} open; stop it, then restore "
+        "(--force does not override this)"
+    )
+    return exclusive_lock(data_dir / LOCK_NAME, busy)

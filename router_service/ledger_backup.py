@@ -13,26 +13,23 @@ replaced file is kept beside it as ``<name>.replaced-<UTC time>``.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from cache_service.sqlite_files import (
     connect_existing,
-    copy_database,
-    fsync_path,
-    lock_file,
+    exclusive_lock,
+    move_aside,
+    replace_database,
+    snapshot_database,
 )
 from router_service.errors import BackupError
 from router_service.ledger import CostLedger, lock_path
 
 SNAPSHOT_PREFIX = "ledger-"
-SNAPSHOT_SUFFIX = ".sqlite3"
 
 
 @dataclass(frozen=True)
@@ -102,20 +99,11 @@ def write_ledger_snapshot(
             "router once to create it"
         )
     created_at = clock()
-    stamp = datetime.fromtimestamp(created_at, UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{SNAPSHOT_PREFIX}{stamp}-{secrets.token_hex(3)}{SNAPSHOT_SUFFIX}"
-    final = backup_dir / name
-    partial = backup_dir / f".{name}.partial"
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        with connect_existing(ledger_path, "rw") as source:
-            copy_database(source, partial)
-        requests = _count_requests(partial)
-        fsync_path(partial)
-        partial.replace(final)
-        fsync_path(backup_dir)
+        final, requests = snapshot_database(
+            ledger_path, backup_dir, SNAPSHOT_PREFIX, created_at, _count_requests
+        )
     except (OSError, sqlite3.Error) as error:
-        partial.unlink(missing_ok=True)
         raise BackupError(f"snapshot of the ledger failed: {error}") from error
     return LedgerSnapshot(final, requests, final.stat().st_size, created_at)
 
@@ -159,15 +147,9 @@ def restore_ledger(
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(ledger_path):
         replaced = _set_aside(ledger_path, force, clock)
-        partial = ledger_path.with_name(f".{ledger_path.name}.restoring")
         try:
-            with connect_existing(snapshot, "ro") as source:
-                copy_database(source, partial)
-            fsync_path(partial)
-            partial.replace(ledger_path)
-            fsync_path(ledger_path.parent)
+            replace_database(snapshot, ledger_path)
         except (OSError, sqlite3.Error) as error:
-            partial.unlink(missing_ok=True)
             raise BackupError(f"restore of {ledger_path} failed: {error}") from error
     return LedgerRestore(info.requests, replaced)
 
@@ -189,12 +171,7 @@ def _set_aside(target: Path, force: bool, clock: Callable[[], float]) -> Path | 
             f"{target} contains {rows} requests; pass --force to replace them (the "
             "current file is kept beside it)"
         )
-    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
-    moved = target.with_name(f"{target.name}.replaced-{stamp}")
-    target.replace(moved)
-    for suffix in ("-wal", "-shm"):
-        target.with_name(target.name + suffix).unlink(missing_ok=True)
-    return moved
+    return move_aside(target, clock())
 
 
 def _count_requests(path: Path) -> int:
@@ -203,16 +180,9 @@ def _count_requests(path: Path) -> int:
     return int(rows)
 
 
-@contextlib.contextmanager
-def _exclusive_lock(ledger_path: Path) -> Iterator[None]:
-    try:
-        fd = lock_file(lock_path(ledger_path), exclusive=True)
-    except BlockingIOError:
-        raise BackupError(
-            f"a router has the ledger {ledger_path} open; stop every router that "
-            "uses it, then restore (--force does not override this)"
-        ) from None
-    try:
-        yield
-    finally:
-        os.close(fd)
+def _exclusive_lock(ledger_path: Path) -> contextlib.AbstractContextManager[None]:
+    busy = BackupError(
+        f"a router has the ledger {ledger_path} open; stop every router that "
+        "uses it, then restore (--force does not override this)"
+    )
+    return exclusive_lock(lock_path(ledger_path), busy)
