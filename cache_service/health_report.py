@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 _PROC_STATUS = Path("/proc/self/status")
+ReportMessage = TypeVar("ReportMessage")
 
 
 class CheckStatus(enum.Enum):
@@ -64,6 +66,34 @@ class HealthReport:
             for check in self.checks
             if check.status is not CheckStatus.OK
         }
+
+
+def health_report_to_proto(
+    report: HealthReport,
+    report_type: Callable[..., ReportMessage],
+    check_type: Callable[..., object],
+    statuses: Mapping[CheckStatus, int],
+) -> ReportMessage:
+    """Convert a report to a service's ``HealthReport`` response message.
+
+    The cache and router protos each define HealthReport and HealthCheck messages
+    with the same fields, so the caller passes its own message classes and the
+    map from ``CheckStatus`` to its proto enum values.
+    """
+    return report_type(
+        status=statuses[report.status],
+        serving=report.serving,
+        checks=[
+            check_type(
+                name=check.name,
+                status=statuses[check.status],
+                detail=check.detail,
+                latency_ms=check.latency_ms,
+                critical=check.critical,
+            )
+            for check in report.checks
+        ],
+    )
 
 
 def run_check(

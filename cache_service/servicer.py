@@ -23,7 +23,7 @@ from cache_service.errors import (
 )
 from cache_service.feedback import FeedbackCounts, FeedbackRating, FeedbackRecorder
 from cache_service.health_checks import CacheHealth
-from cache_service.health_report import CheckStatus, HealthReport
+from cache_service.health_report import CheckStatus, health_report_to_proto
 from cache_service.rpc_log import loggable_id
 from cache_service.rpc_telemetry import annotate_rpc
 from cache_service.scope import ChatTurn, Scope
@@ -224,7 +224,12 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         self, request: cache_pb2.HealthRequest, context: grpc.ServicerContext
     ) -> cache_pb2.HealthReport:
         # Runs without a loaded cache, because it reports what is not loaded.
-        return health_report_to_proto(self._health.check())
+        return health_report_to_proto(
+            self._health.check(),
+            cache_pb2.HealthReport,
+            cache_pb2.HealthCheck,
+            _CHECK_STATUSES,
+        )
 
     def Snapshot(
         self, request: cache_pb2.SnapshotRequest, context: grpc.ServicerContext
@@ -301,24 +306,6 @@ def _query_fields(query: str, tenant: str) -> LogFields:
         "query_chars": len(query),
         "query_hash": query_hash(query),
     }
-
-
-def health_report_to_proto(report: HealthReport) -> cache_pb2.HealthReport:
-    """Convert a domain health report to the Health RPC's response."""
-    return cache_pb2.HealthReport(
-        status=_CHECK_STATUSES[report.status],
-        serving=report.serving,
-        checks=[
-            cache_pb2.HealthCheck(
-                name=check.name,
-                status=_CHECK_STATUSES[check.status],
-                detail=check.detail,
-                latency_ms=check.latency_ms,
-                critical=check.critical,
-            )
-            for check in report.checks
-        ],
-    )
 
 
 def _parse_rating(rating: int) -> FeedbackRating:

@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
-from cache_service.health_report import CheckStatus, HealthReport
+from cache_service.health_report import CheckStatus, health_report_to_proto
 from cache_service.rpc_log import loggable_id
 from router_service.backends.base import ChatMessage
 from router_service.classifier_reload import ClassifierReloader
@@ -280,7 +280,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.HealthRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.HealthReport:
         async def call() -> router_pb2.HealthReport:
-            return health_report_to_proto(await self._health.check())
+            return health_report_to_proto(
+                await self._health.check(),
+                router_pb2.HealthReport,
+                router_pb2.HealthCheck,
+                _CHECK_STATUSES,
+            )
 
         def fields(response: router_pb2.HealthReport) -> dict[str, object]:
             return {"serving": response.serving}
@@ -303,24 +308,6 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             return {"requests": response.requests, "size_bytes": response.size_bytes}
 
         return await self._handle("Snapshot", context, call, fields)
-
-
-def health_report_to_proto(report: HealthReport) -> router_pb2.HealthReport:
-    """Convert a domain health report to the Health RPC's response."""
-    return router_pb2.HealthReport(
-        status=_CHECK_STATUSES[report.status],
-        serving=report.serving,
-        checks=[
-            router_pb2.HealthCheck(
-                name=check.name,
-                status=_CHECK_STATUSES[check.status],
-                detail=check.detail,
-                latency_ms=check.latency_ms,
-                critical=check.critical,
-            )
-            for check in report.checks
-        ],
-    )
 
 
 def _route_log_fields(response: router_pb2.RouteResponse) -> dict[str, object]:
