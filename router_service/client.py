@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cache_service.tls import channel_credentials
 
@@ -67,6 +68,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _table(response: router_pb2.RouteResponse) -> Table:
+    """Lay out the response as a two-column table, with every value as plain text."""
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -91,8 +93,10 @@ def _table(response: router_pb2.RouteResponse) -> Table:
         ("latency", f"{response.latency_ms:.0f} ms"),
         ("request id", response.request_id),
     ]
+    # Answers, model names and ids come from the server. Rich reads "[...]" in a
+    # str as markup, so each value goes in as Text and prints as it is.
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, Text(value))
     return table
 
 

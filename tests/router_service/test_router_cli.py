@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
+from rich.console import Console
 
 from router_service import client
 from router_service.server import RunningServer, create_server
@@ -70,6 +72,46 @@ async def test_client_prints_table(
         assert label in output
     assert "simple-model" in output
     assert "miss" in output
+
+
+async def test_client_table_shows_simulator_answer_verbatim(
+    server: RunningServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wide console keeps the answer on one line.
+    monkeypatch.setenv("COLUMNS", "300")
+    argv = ["What is 2 + 2?", "--target", server.target, "--tenant", "cli-test"]
+    exit_code = await asyncio.to_thread(client.main, argv)
+    output = capsys.readouterr().out
+
+    assert exit_code == 0
+    # The simulator's answer opens with a bracketed label that markup would drop.
+    assert "[simulated answer from simple-model" in output
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Use list[int] here",
+        "Close with [/b] tag",
+        "[bold red]not styled[/bold red]",
+        "See [the docs](https://example.org) for details",
+    ],
+    ids=["type-hint", "closing-tag", "style-tag", "markdown-link"],
+)
+def test_client_table_prints_answer_as_plain_text(answer: str) -> None:
+    response = router_pb2.RouteResponse(
+        answer=answer, model="model[i]", request_id="id[b]"
+    )
+    buffer = io.StringIO()
+
+    Console(file=buffer, width=200, color_system=None).print(client._table(response))
+    output = buffer.getvalue()
+
+    assert answer in output
+    assert "model[i]" in output
+    assert "id[b]" in output
 
 
 async def test_client_prints_json(
