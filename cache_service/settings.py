@@ -17,6 +17,7 @@ from typing import Any
 from cache_service import request_limits
 from cache_service.api_keys import auth_setting_problem
 from cache_service.errors import SettingsError
+from cache_service.pem_files import tls_files_problem
 
 ENV_PREFIX = "QUERYGATE_CACHE_"
 # Logging settings are shared by both services, so their variables carry no
@@ -336,6 +337,22 @@ def _check_tls(settings: CacheSettings) -> None:
             path is None or path.is_file(),
             f"{name} must be an existing PEM file; got {path}. "
             f"Set {env_name(name)} to the file's path.",
+        )
+    _check_pem_contents(settings)
+
+
+def _check_pem_contents(settings: CacheSettings) -> None:
+    found = tls_files_problem(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    if found is not None:
+        path, problem = found
+        name = (
+            "tls_client_ca_file" if problem.role == "ca" else f"tls_{problem.role}_file"
+        )
+        raise SettingsError(
+            f"{name} {problem.rule}; got {path}. {problem.fix} "
+            f"Environment: {env_name(name)}."
         )
 
 

@@ -1,7 +1,9 @@
 """TLS credentials for gRPC servers and channels, read from PEM files.
 
 Both services bind with ``server_credentials`` when a certificate is configured,
-and the router dials the cache with ``channel_credentials``.
+and the router dials the cache with ``channel_credentials``. Their settings check
+the files' contents first with `cache_service.pem_files`, because gRPC reports a
+PEM file it cannot load only as a failed bind or handshake.
 """
 
 from __future__ import annotations

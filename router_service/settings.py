@@ -16,6 +16,7 @@ import limits
 
 from cache_service import request_limits
 from cache_service.api_keys import auth_setting_problem
+from cache_service.pem_files import tls_files_problem
 from router_service.errors import ConfigError
 from router_service.tokenizer_setting import CHARS_TOKENIZER, validate_tokenizer
 
@@ -152,6 +153,14 @@ class CacheSettings:
             "cache", self.tls_ca_file, self.tls_cert_file, self.tls_key_file
         )
         _require(
+            not self.tls_cert_file or self.tls or bool(self.tls_ca_file),
+            "cache.tls_cert_file and cache.tls_key_file",
+            "need TLS to the cache, but tls is false and tls_ca_file is empty",
+            (self.tls_cert_file, self.tls_key_file),
+            "Set tls = true (or tls_ca_file) for mutual TLS, or remove the "
+            "client certificate.",
+        )
+        _require(
             not (self.api_key_env and self.api_key_file),
             "cache.api_key_env and cache.api_key_file",
             "must not both be set",
@@ -282,6 +291,13 @@ class SecuritySettings:
                 str(path),
                 "Fix the path, or leave it empty.",
             )
+        _check_pem_contents(
+            "security",
+            self.tls_cert_file,
+            self.tls_key_file,
+            "tls_client_ca_file",
+            self.tls_client_ca_file,
+        )
 
 
 def _check_pem_files(section: str, ca_file: str, cert_file: str, key_file: str) -> None:
@@ -304,6 +320,27 @@ def _check_pem_files(section: str, ca_file: str, cert_file: str, key_file: str) 
             value,
             "Fix the path, or leave it empty.",
         )
+    _check_pem_contents(
+        section,
+        Path(cert_file) if cert_file else None,
+        Path(key_file) if key_file else None,
+        "tls_ca_file",
+        Path(ca_file) if ca_file else None,
+    )
+
+
+def _check_pem_contents(
+    section: str,
+    cert_file: Path | None,
+    key_file: Path | None,
+    ca_name: str,
+    ca_file: Path | None,
+) -> None:
+    found = tls_files_problem(cert_file, key_file, ca_file)
+    if found is not None:
+        path, problem = found
+        name = ca_name if problem.role == "ca" else f"tls_{problem.role}_file"
+        _require(False, f"{section}.{name}", problem.rule, str(path), problem.fix)
 
 
 @dataclass(frozen=True)

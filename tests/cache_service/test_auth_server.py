@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import strategies as st
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+from tls_certs import make_pki
 
 from cache_service.api_keys import KeyStore, Role, add_key, hash_key, key_id_of
 from cache_service.auth import CacheRequestGuard
@@ -386,6 +387,56 @@ def test_settings_reject_certificate_without_key(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match="must be set together"):
         settings_for_tests(tls_cert_file=cert)
+
+
+@pytest.mark.parametrize(
+    ("bad_file", "message"),
+    [
+        ("cert", r"tls_cert_file must contain a PEM certificate .*TLS_CERT_FILE"),
+        ("key", r"tls_key_file must contain a PEM private key .*TLS_KEY_FILE"),
+        (
+            "mismatched key",
+            r"tls_key_file must be the private key that matches tls_cert_file",
+        ),
+        ("client CA", r"tls_client_ca_file must contain at least one PEM CA"),
+    ],
+    ids=["garbage-cert", "garbage-key", "mismatched-key", "garbage-client-ca"],
+)
+def test_settings_reject_unloadable_tls_file(
+    tmp_path: Path, bad_file: str, message: str
+) -> None:
+    pki = make_pki(tmp_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file")
+    files = {
+        "tls_cert_file": pki.server_cert,
+        "tls_key_file": pki.server_key,
+        "tls_client_ca_file": pki.ca_cert,
+    }
+    if bad_file == "mismatched key":
+        other = tmp_path / "other"
+        other.mkdir()
+        files["tls_key_file"] = make_pki(other).server_key
+    else:
+        name = {"cert": "tls_cert_file", "key": "tls_key_file"}.get(
+            bad_file, "tls_client_ca_file"
+        )
+        files[name] = garbage
+
+    with pytest.raises(SettingsError, match=message):
+        settings_for_tests(**files)
+
+
+def test_settings_accept_loadable_tls_files(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+
+    settings = settings_for_tests(
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_client_ca_file=pki.ca_cert,
+    )
+
+    assert settings.tls_key_file == pki.server_key
 
 
 @hypothesis.settings(

@@ -169,6 +169,26 @@ def test_invalid_setting_exits_with_message(tmp_path: Path) -> None:
     assert b"min_cosine_similarity must be in (0, 1]; got 1.5" in result.stderr
 
 
+def test_garbage_certificate_exits_with_settings_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file")
+    result = subprocess.run(
+        [sys.executable, "-m", "cache_service"],
+        env=_environment(
+            QUERYGATE_CACHE_ADDRESS="127.0.0.1:0",
+            QUERYGATE_CACHE_DATA_DIR=str(tmp_path / "data"),
+            QUERYGATE_CACHE_TLS_CERT_FILE=str(garbage),
+            QUERYGATE_CACHE_TLS_KEY_FILE=str(garbage),
+        ),
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert b"tls_cert_file must contain a PEM certificate" in result.stderr
+    assert b"Failed to bind" not in result.stderr
+
+
 def test_json_log_lines_are_all_json(tmp_path: Path) -> None:
     port_file = tmp_path / "cache.port"
     process = subprocess.Popen(

@@ -364,6 +364,107 @@ def test_half_configured_tls_is_rejected(tmp_path: Path) -> None:
         settings_from_document(document, {})
 
 
+@pytest.mark.parametrize(
+    ("table", "bad_file", "message"),
+    [
+        ("security", "garbage-cert", r"security\.tls_cert_file must contain a PEM"),
+        ("security", "mismatched-key", r"security\.tls_key_file must be the private"),
+        ("security", "garbage-ca", r"security\.tls_client_ca_file must contain"),
+        ("cache", "garbage-cert", r"cache\.tls_cert_file must contain a PEM"),
+        ("cache", "mismatched-key", r"cache\.tls_key_file must be the private"),
+        ("cache", "garbage-ca", r"cache\.tls_ca_file must contain at least one"),
+    ],
+    ids=[
+        "security-garbage-cert",
+        "security-mismatched-key",
+        "security-garbage-ca",
+        "cache-garbage-cert",
+        "cache-mismatched-key",
+        "cache-garbage-ca",
+    ],
+)
+def test_unloadable_tls_file_is_rejected(
+    tmp_path: Path, table: str, bad_file: str, message: str
+) -> None:
+    pki = make_pki(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file")
+    ca_name = "tls_client_ca_file" if table == "security" else "tls_ca_file"
+    cert, key = (
+        (pki.server_cert, pki.server_key)
+        if table == "security"
+        else (pki.client_cert, pki.client_key)
+    )
+    files = {
+        "tls_cert_file": str(cert),
+        "tls_key_file": str(key),
+        ca_name: str(pki.ca_cert),
+    }
+    if bad_file == "garbage-cert":
+        files["tls_cert_file"] = str(garbage)
+    elif bad_file == "mismatched-key":
+        files["tls_key_file"] = str(make_pki(other).server_key)
+    else:
+        files[ca_name] = str(garbage)
+    document = _document()
+    document[table] = files
+
+    with pytest.raises(ConfigError, match=message):
+        settings_from_document(document, {})
+
+
+def test_loadable_tls_files_are_accepted(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    document = _document()
+    document["security"] = {
+        "tls_cert_file": str(pki.server_cert),
+        "tls_key_file": str(pki.server_key),
+        "tls_client_ca_file": str(pki.ca_cert),
+    }
+    document["cache"] = {
+        "tls_ca_file": str(pki.ca_cert),
+        "tls_cert_file": str(pki.client_cert),
+        "tls_key_file": str(pki.client_key),
+    }
+
+    settings = settings_from_document(document, {})
+
+    assert settings.security.tls_key_file == pki.server_key
+    assert settings.cache.tls_key_file == str(pki.client_key)
+
+
+def test_cache_client_certificate_needs_tls(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    document = _document()
+    document["cache"] = {
+        "tls": False,
+        "tls_cert_file": str(pki.client_cert),
+        "tls_key_file": str(pki.client_key),
+    }
+
+    with pytest.raises(
+        ConfigError,
+        match=r"cache\.tls_cert_file and cache\.tls_key_file need TLS to the cache",
+    ):
+        settings_from_document(document, {})
+
+
+def test_cache_client_certificate_with_tls_is_accepted(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    document = _document()
+    document["cache"] = {
+        "tls": True,
+        "tls_cert_file": str(pki.client_cert),
+        "tls_key_file": str(pki.client_key),
+    }
+
+    settings = settings_from_document(document, {})
+
+    assert settings.cache.tls
+
+
 async def test_client_sends_key_from_environment(
     server: RunningServer,
     keys: Keys,

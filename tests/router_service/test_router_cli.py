@@ -168,6 +168,23 @@ def test_main_rejects_invalid_config(tmp_path: Path) -> None:
     assert b"models.sim.timeout_s must be greater than 0" in stderr
 
 
+def test_main_rejects_garbage_certificate(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file", encoding="utf-8")
+    config = tmp_path / "router.toml"
+    config.write_text(
+        SIMULATOR_CONFIG.format(cache_port=1)
+        + f"\n[security]\ntls_cert_file = '{garbage}'\ntls_key_file = '{garbage}'\n",
+        encoding="utf-8",
+    )
+    process = run_router(config, tmp_path / "port")
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 2
+    assert b"security.tls_cert_file must contain a PEM certificate" in stderr
+    assert b"Failed to bind" not in stderr
+
+
 def wait_for_port(path: Path, process: subprocess.Popen[bytes]) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
