@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cache_service.pem_files import ca_file_problem
 from cache_service.tls import channel_credentials
 
 API_KEY_ENV = "QUERYGATE_API_KEY"
@@ -100,10 +101,33 @@ def _table(response: router_pb2.RouteResponse) -> Table:
     return table
 
 
+def _input_problem(api_key: str, ca_file: Path | None) -> str | None:
+    """Return a one-line message for an API key or CA file that cannot be used."""
+    # Metadata values must be printable ASCII. grpcio 1.85.3 otherwise fails the
+    # call on the client with INTERNAL "Invalid metadata", which names nothing.
+    if not (api_key.isascii() and api_key.isprintable()):
+        return (
+            f"{API_KEY_ENV} must contain printable ASCII characters only. "
+            "Copy the key again as python -m cache_service.keys add printed it."
+        )
+    if ca_file is None:
+        return None
+    if not ca_file.is_file():
+        return f"--tls-ca-file must be an existing PEM file; got {ca_file}."
+    problem = ca_file_problem(ca_file)
+    if problem is not None:
+        return f"--tls-ca-file {problem.rule}; got {ca_file}. {problem.fix}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Send the query and print the response; return the exit status."""
     args = _parse_args(argv)
     api_key = os.environ.get(API_KEY_ENV, "").strip()
+    problem = _input_problem(api_key, args.tls_ca_file)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
     tenant = args.tenant
     if tenant is None:

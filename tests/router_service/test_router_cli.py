@@ -138,6 +138,54 @@ async def test_client_reports_invalid_argument(
     assert "query" in error
 
 
+def test_client_rejects_missing_ca_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.pem"
+    argv = ["hello", "--target", "127.0.0.1:1", "--tls-ca-file", str(missing)]
+
+    exit_code = client.main(argv)
+    error = capsys.readouterr().err
+
+    assert exit_code == 2
+    assert (
+        error == f"error: --tls-ca-file must be an existing PEM file; got {missing}.\n"
+    )
+
+
+def test_client_rejects_garbage_ca_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file", encoding="utf-8")
+    argv = ["hello", "--target", "127.0.0.1:1", "--tls-ca-file", str(garbage)]
+
+    exit_code = client.main(argv)
+    error = capsys.readouterr().err
+
+    assert exit_code == 2
+    assert "--tls-ca-file must contain at least one PEM CA certificate" in error
+    assert len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "key", ["qg_\u00e9", "qg_a\tb", "qg_\u0662"], ids=["accent", "tab", "arabic-digit"]
+)
+def test_client_rejects_non_ascii_api_key(
+    key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(client.API_KEY_ENV, key)
+
+    exit_code = client.main(["hello", "--target", "127.0.0.1:1"])
+    error = capsys.readouterr().err
+
+    assert exit_code == 2
+    assert error.startswith(
+        "error: QUERYGATE_API_KEY must contain printable ASCII characters only."
+    )
+    assert key not in error
+
+
 def run_router(config: Path, port_file: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "QUERYGATE_LOG_FORMAT": "json"}
     return subprocess.Popen(
