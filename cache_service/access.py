@@ -120,18 +120,6 @@ def check_tenant_field(
     return None
 
 
-def owns_or_admin(principal: Principal, owner: str | None, what: str) -> Denial | None:
-    """Allow acting on ``what`` owned by ``owner``; None means it does not exist."""
-    if owner is None or owner == principal.tenant or principal.acts_for_any_tenant:
-        return None
-    return Denial(
-        True,
-        f"{what} belongs to another tenant; changing it needs an admin API key "
-        f"(the key id {principal.key_id} is a {principal.role.value} key of "
-        f"tenant {principal.tenant!r}).",
-    )
-
-
 def is_admin(principal: Principal) -> bool:
     """True for admin keys."""
     return principal.role is Role.ADMIN

@@ -9,7 +9,8 @@ For every unary request it:
    missing or unknown key with UNAUTHENTICATED;
 3. applies the method's rule from ``cache_method_rules``: an empty tenant field
    takes the key's tenant, and another tenant or an admin RPC without an admin
-   key gets PERMISSION_DENIED.
+   key gets PERMISSION_DENIED. A tenant key's Invalidate by the id of another
+   tenant's entry removes nothing, as for an id that does not exist.
 
 A method missing from the rules table needs an admin key, so a new RPC is closed
 until someone writes its rule. Health checks need no key. Without a key store
@@ -33,7 +34,6 @@ from cache_service.access import (
     RequestAccess,
     admin_only,
     any_key,
-    owns_or_admin,
     service_or_admin,
     tenant_at,
 )
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
 EntryOwner = Callable[[str], str | None]
+# Entry ids start at 1, so Invalidate with this id removes nothing.
+_NO_ENTRY_ID = "0"
 
 
 def load_key_store(settings: CacheSettings) -> KeyStore | None:
@@ -115,12 +117,30 @@ def _invalidate_rule(entry_owner: EntryOwner) -> AccessRule:
         if target == "query":
             return by_query(principal, request)
         if target == "entry_id":
-            owner = entry_owner(request.entry_id)
-            return owns_or_admin(principal, owner, f"entry_id {request.entry_id!r}")
+            _hide_entry_of_other_tenant(principal, request, entry_owner)
+            return None
         # No target: the servicer rejects the request with INVALID_ARGUMENT.
         return None
 
     return rule
+
+
+def _hide_entry_of_other_tenant(
+    principal: Principal,
+    request: cache_pb2.InvalidateRequest,
+    entry_owner: EntryOwner,
+) -> None:
+    """Point a tenant key's Invalidate at no entry when the id is another tenant's.
+
+    The call then returns removed 0, as for an id that does not exist, so a tenant
+    key cannot find out which ids other tenants hold. Service and admin keys may
+    remove any tenant's entry.
+    """
+    if principal.acts_for_any_tenant:
+        return
+    owner = entry_owner(request.entry_id)
+    if owner is not None and owner != principal.tenant:
+        request.entry_id = _NO_ENTRY_ID
 
 
 class CacheRequestGuard(grpc.ServerInterceptor):
