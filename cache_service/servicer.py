@@ -49,6 +49,9 @@ _RATINGS = {
 # Query hashes in logs are keyed per process, so they correlate log lines of one
 # run without letting a reader test guesses of the text offline.
 _HASH_KEY = secrets.token_bytes(16)
+# Entry ids are SQLite INTEGER keys and FAISS ids, both signed 64-bit.
+_MAX_ENTRY_ID = 2**63 - 1
+_MAX_ENTRY_ID_DIGITS = len(str(_MAX_ENTRY_ID))
 
 
 def query_hash(text: str) -> str:
@@ -258,9 +261,10 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     def entry_tenant(self, entry_id: str) -> str | None:
         """Return the tenant of entry ``entry_id``; None when unknown or not loaded."""
         cache = self._cache
-        if cache is None or not entry_id.strip().isdigit():
+        number = _entry_id_number(entry_id)
+        if cache is None or number is None:
             return None
-        return cache.entry_tenant(int(entry_id))
+        return cache.entry_tenant(number)
 
     def _feedback_recorder(self) -> FeedbackRecorder:
         if self._feedback is None:
@@ -324,10 +328,25 @@ def _rating_name(rating: int) -> str:
         return str(rating)
 
 
+def _entry_id_number(raw: str) -> int | None:
+    """Return the id written in ``raw``, or None unless it is ASCII digits in int64.
+
+    ``str.isdigit`` alone accepts other scripts' digits, and ``int`` accepts
+    spaces and underscores, so neither decides on its own.
+    """
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= _MAX_ENTRY_ID_DIGITS):
+        return None
+    number = int(raw)
+    return number if number <= _MAX_ENTRY_ID else None
+
+
 def _parse_entry_id(raw: str) -> int:
-    if not raw.strip().isdigit():
+    number = _entry_id_number(raw)
+    if number is None:
+        truncated = raw if len(raw) <= 40 else f"{raw[:40]}..."
         raise InvalidRequestError(
-            f"entry_id must be a decimal id as returned by Store or Lookup; got "
-            f"{raw!r}."
+            f"entry_id must be a decimal id as returned by Store or Lookup, "
+            f"written with the ASCII digits 0-9 only, at most 2**63 - 1; got "
+            f"{truncated!r}."
         )
-    return int(raw)
+    return number

@@ -231,6 +231,16 @@ def test_second_bad_mark_is_not_found(
             id="entry-id-not-decimal",
         ),
         pytest.param(
+            cache_pb2.FeedbackRequest(entry_id="\u0661", tenant="acme", rating=BAD),
+            "written with the ASCII digits 0-9 only",
+            id="entry-id-arabic-indic-digit",
+        ),
+        pytest.param(
+            cache_pb2.FeedbackRequest(entry_id="1 ", tenant="acme", rating=BAD),
+            "written with the ASCII digits 0-9 only",
+            id="entry-id-with-space",
+        ),
+        pytest.param(
             cache_pb2.FeedbackRequest(entry_id="1", rating=BAD),
             "tenant is required",
             id="missing-tenant",

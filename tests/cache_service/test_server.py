@@ -281,6 +281,31 @@ def test_invalidate_by_entry_id_tenant_and_query(
             id="bad-id",
         ),
         pytest.param(
+            cache_pb2.InvalidateRequest(entry_id=" 1"),
+            "written with the ASCII digits 0-9 only",
+            id="id-with-space",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(entry_id="\u0662"),
+            "written with the ASCII digits 0-9 only",
+            id="arabic-indic-digit",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(entry_id="1_0"),
+            "entry_id must be a decimal id",
+            id="id-with-underscore",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(entry_id="9" * 20),
+            "entry_id must be a decimal id",
+            id="id-above-int64",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(entry_id="1" * 5000),
+            "entry_id must be a decimal id",
+            id="id-of-5000-digits",
+        ),
+        pytest.param(
             cache_pb2.InvalidateRequest(tenant=" "),
             "tenant is required",
             id="blank-tenant",
