@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sets = load_sets(args)
     except (PairsFileError, OSError, KeyError) as error:
-        console.print(f"[red]cannot read the pairs: {error}")
+        console.print(f"cannot read the pairs: {error}", style="red", markup=False)
         return 2
 
     querygate: dict[str, Any] = {}
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ours = ours or speed
             gptcache = run_gptcache(sets, workload, args, workdir, console)
         except RuntimeError as error:
-            console.print(f"[red]{error}")
+            console.print(str(error), style="red", markup=False)
             return 1
 
     report = {

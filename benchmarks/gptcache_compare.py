@@ -47,7 +47,7 @@ def run_gptcache(
         reason = f"skipped: {python} does not exist; run make bench-venv to create it"
         if args.gptcache == "on":
             raise RuntimeError(f"GPTCache cannot run: {reason}")
-        console.print(f"[yellow]GPTCache {reason}")
+        console.print(f"GPTCache {reason}", style="yellow", markup=False)
         return {"status": reason}
 
     pairs = [
