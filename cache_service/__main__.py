@@ -18,6 +18,7 @@ from cache_service import backup_cli
 from cache_service.errors import SettingsError
 from cache_service.logging_setup import configure_logging
 from cache_service.server import create_server
+from cache_service.server_port import AddressInUseError
 from cache_service.settings import CacheSettings
 
 logger = logging.getLogger("cache_service")
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_requested.set())
 
-    running = create_server(settings)
+    try:
+        running = create_server(settings)
+    except AddressInUseError as error:
+        logger.error("startup_failed", extra={"error": str(error)})
+        return 1
     if args.port_file is not None:
         write_port_file(args.port_file, running.port)
     while not stop_requested.is_set():

@@ -33,9 +33,9 @@ from cache_service.metrics import CacheMetrics
 from cache_service.persistence import SqliteEntryStore
 from cache_service.request_limits import grpc_limit_options
 from cache_service.rpc_telemetry import RpcTelemetryInterceptor
+from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
-from cache_service.tls import add_port
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def create_server(
     ``wait_until_serving`` waits for it.
 
     Raises:
-        RuntimeError: the address cannot be bound.
+        AddressInUseError: another process listens on ``settings.address``.
+        RuntimeError: the address cannot be bound for another reason.
     """
     # Each lookup searches one query, and FAISS's OpenMP threads slow that down:
     # on a 2-core machine under load, one search of 20,000 vectors took 1.7 ms
@@ -138,7 +139,8 @@ def create_server(
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
         options=grpc_limit_options(
             settings.max_message_bytes, settings.max_metadata_bytes
-        ),
+        )
+        + EXCLUSIVE_PORT_OPTIONS,
     )
     cache_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
 
@@ -150,15 +152,13 @@ def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
 
-    port = add_port(
+    port = bind_port(
         server,
         settings.address,
         settings.tls_cert_file,
         settings.tls_key_file,
         settings.tls_client_ca_file,
     )
-    if port == 0:
-        raise RuntimeError(f"cannot bind the cache service to {settings.address}")
     server.start()
     running = RunningServer(
         server=server,

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cache_service.server_port import AddressInUseError
 from router_service import backup_cli
 from router_service.config import load_settings
 from router_service.errors import ConfigError
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         logger.error("startup_failed", extra={"error": str(error)})
         return 2
+    except AddressInUseError as error:
+        logger.error("startup_failed", extra={"error": str(error)})
+        return 1
 
 
 if __name__ == "__main__":

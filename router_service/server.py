@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from cache_service.request_limits import grpc_limit_options
-from cache_service.tls import add_port
+from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
 from router_service.auth import RouterRequestGuard, load_key_store
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
@@ -148,7 +148,8 @@ async def create_server(
 
     Raises:
         ConfigError: a model's API key variable is not set.
-        RuntimeError: the address cannot be bound.
+        AddressInUseError: another process listens on `settings.address`.
+        RuntimeError: the address cannot be bound for another reason.
     """
     if backends is None:
         backends = {
@@ -194,7 +195,8 @@ async def create_server(
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
         options=grpc_limit_options(
             settings.max_message_bytes, settings.max_metadata_bytes
-        ),
+        )
+        + EXCLUSIVE_PORT_OPTIONS,
     )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(
@@ -208,15 +210,13 @@ async def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     await _set_health(health_servicer, serving=False)
-    port = add_port(
+    port = bind_port(
         server,
         settings.address,
         settings.security.tls_cert_file,
         settings.security.tls_key_file,
         settings.security.tls_client_ca_file,
     )
-    if port == 0:
-        raise RuntimeError(f"cannot bind the router to {settings.address}")
     await server.start()
 
     running = RunningServer(
