@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from cache_service import backup_cli
-from cache_service.errors import SettingsError
+from cache_service.errors import SettingsError, StorageError
 from cache_service.logging_setup import configure_logging
 from cache_service.server import create_server
 from cache_service.server_port import AddressInUseError
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         running = create_server(settings)
-    except AddressInUseError as error:
+    except (AddressInUseError, StorageError) as error:
         logger.error("startup_failed", extra={"error": str(error)})
         return 1
     if args.port_file is not None:

@@ -7,6 +7,7 @@ change together under one lock, and embedding runs outside it. Single process on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from cache_service.entries import (
     estimate_entry_bytes,
     reason_not_cacheable,
 )
+from cache_service.errors import StorageError
 from cache_service.guard import build_guard
 from cache_service.normalize import normalize_query
 from cache_service.pair_features import QueryTokens, tokenize
@@ -173,14 +175,49 @@ class SemanticCache:
 
             # Write the database first, so a failed write leaves memory unchanged.
             if self._entry_store is not None:
-                self._entry_store.write((entry, vector), delete=replaced + evicted)
-            self._next_id += 1
+                entry = self._write_new_entry(
+                    self._entry_store, entry, vector, replaced + evicted
+                )
+            self._next_id = entry.entry_id + 1
             for entry_id in replaced + evicted:
                 self._forget(entry_id)
             self._insert(entry, vector)
             self._stores += 1
             self._evictions += len(evicted)
         return StoreOutcome(stored=True, entry_id=entry.entry_id)
+
+    def _write_new_entry(
+        self,
+        entry_store: EntryStore,
+        entry: CacheEntry,
+        vector: Vectors | None,
+        delete: list[int],
+    ) -> CacheEntry:
+        """Write ``entry`` and return it as stored, with a new id after an id collision.
+
+        The data folder's lock keeps other processes out of the database, but if
+        one wrote anyway, it may have taken ids that this cache has not issued
+        yet. Then the counter moves past the database's ids and the write is
+        retried once, so one collision does not fail every later store.
+
+        Raises:
+            StorageError: the write failed, and the database has no newer ids.
+        """
+        try:
+            entry_store.write((entry, vector), delete=delete)
+            return entry
+        except StorageError:
+            next_id = entry_store.next_id()
+            if next_id <= entry.entry_id:
+                raise
+        logger.warning(
+            "entry_id_skipped",
+            extra={"entry_id": entry.entry_id, "next_id": next_id},
+        )
+        self._next_id = next_id
+        retried = dataclasses.replace(entry, entry_id=next_id)
+        entry_store.write((retried, vector), delete=delete)
+        return retried
 
     def invalidate_entry(self, entry_id: int) -> int:
         """Remove one entry by id and return 1 if it existed, else 0."""

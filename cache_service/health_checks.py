@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from cache_service.cache import SemanticCache
@@ -82,6 +83,17 @@ class CacheHealth:
             self._store.check_writable(STORE_PROBE_TIMEOUT_S)
         except StorageError as error:
             return CheckStatus.FAILING, str(error)
+        # DEGRADED, not FAILING: lookups still work, and a service that is not
+        # SERVING receives no store that could prove the fault gone.
+        failure = self._store.write_failure
+        if failure is not None:
+            failed_at, message = failure
+            return (
+                CheckStatus.DEGRADED,
+                f"the last entry write failed {time.time() - failed_at:.0f} s ago "
+                f"({message}), although a probe write succeeded; see the "
+                "storage_failed log line",
+            )
         return CheckStatus.OK, "SQLite accepts writes"
 
     def _not_loaded(self, what: str) -> str:

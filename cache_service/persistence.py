@@ -5,9 +5,9 @@ the database without embedding again. The database records the embedding model a
 dimension, and opening it with another model raises IndexVersionError. Not
 thread-safe: the cache calls it under its own lock.
 
-An open store takes a shared ``flock`` on ``<data_dir>/entries.sqlite3.lock``, so
-a restore (which takes the lock exclusively) can tell that a service has the
-database open.
+An open store holds an exclusive ``flock`` on ``<data_dir>/entries.sqlite3.lock``,
+so a second cache service cannot open the same folder, and a restore (which takes
+the same lock) can tell that a service has the database open.
 """
 
 from __future__ import annotations
@@ -88,31 +88,46 @@ class SqliteEntryStore:
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, path: Path, lock_fd: int
+        self, connection: sqlite3.Connection, path: Path, lock: DataDirLock
     ) -> None:
         self._connection = connection
         self._path = path
-        self._lock_fd = lock_fd
+        self._lock = lock
         stat = path.stat()
         self._file_identity = (stat.st_dev, stat.st_ino)
+        self._write_failure: tuple[float, str] | None = None
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._path
 
+    @property
+    def write_failure(self) -> tuple[float, str] | None:
+        """Unix time and message of the last write, if it failed."""
+        return self._write_failure
+
     @classmethod
-    def open(cls, data_dir: Path, model_name: str, dimension: int) -> SqliteEntryStore:
+    def open(
+        cls,
+        data_dir: Path,
+        model_name: str,
+        dimension: int,
+        lock: DataDirLock | None = None,
+    ) -> SqliteEntryStore:
         """Open or create the database for this embedding model and dimension.
+
+        ``lock`` is the folder's lock when the caller took it already. The store
+        owns it from then on, and releases it on close or when opening fails.
 
         Raises:
             IndexVersionError: the stored entries come from another model or
                 dimension.
-            StorageError: the folder or database cannot be opened, or a restore
-                into ``data_dir`` is running.
+            StorageError: the folder or database cannot be opened, or another
+                cache service or a restore is using ``data_dir``.
         """
         path = data_dir / DATABASE_NAME
-        lock_fd = _lock_shared(data_dir)
+        lock = DataDirLock(data_dir) if lock is None else lock
         try:
             # The cache's lock serializes all use, so any thread may call in.
             connection = sqlite3.connect(path, check_same_thread=False)
@@ -120,12 +135,12 @@ class SqliteEntryStore:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
-            os.close(lock_fd)
+            lock.release()
             raise StorageError(
                 f"failed to open the cache database {path}: {error}. "
                 "Check that data_dir is a writable folder."
             ) from error
-        store = cls(connection, path, lock_fd)
+        store = cls(connection, path, lock)
         store._check_manifest(model_name, dimension)
         return store
 
@@ -172,12 +187,15 @@ class SqliteEntryStore:
             yield entry, vector
 
     def next_id(self) -> int:
-        (manifest_next,) = self._connection.execute(
-            "SELECT value FROM manifest WHERE key = 'next_id'"
-        ).fetchone()
-        (max_id,) = self._connection.execute(
-            "SELECT COALESCE(MAX(entry_id), 0) FROM entries"
-        ).fetchone()
+        try:
+            (manifest_next,) = self._connection.execute(
+                "SELECT value FROM manifest WHERE key = 'next_id'"
+            ).fetchone()
+            (max_id,) = self._connection.execute(
+                "SELECT COALESCE(MAX(entry_id), 0) FROM entries"
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise StorageError(f"cache database read failed: {error}") from error
         return max(int(manifest_next), int(max_id) + 1)
 
     def write(
@@ -194,7 +212,9 @@ class SqliteEntryStore:
                 if insert is not None:
                     self._insert(*insert)
         except sqlite3.Error as error:
+            self._write_failure = (time.time(), str(error))
             raise StorageError(f"cache database write failed: {error}") from error
+        self._write_failure = None
 
     def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
         blob = None if vector is None else np.asarray(vector, dtype="<f4").tobytes()
@@ -267,21 +287,35 @@ class SqliteEntryStore:
 
     def close(self) -> None:
         self._connection.close()
-        os.close(self._lock_fd)
+        self._lock.release()
 
 
-def _lock_shared(data_dir: Path) -> int:
-    """Take a shared lock on the data folder's lock file and return its descriptor.
+class DataDirLock:
+    """An exclusive ``flock`` on a data folder's lock file, held until released.
 
     Raises:
-        StorageError: the folder cannot be created, or a restore holds the lock.
+        StorageError: the folder cannot be created, or another cache service or
+            a restore holds the lock.
     """
+
+    def __init__(self, data_dir: Path) -> None:
+        self._fd: int | None = _lock_exclusive(data_dir)
+
+    def release(self) -> None:
+        """Release the lock. Later calls do nothing."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock_exclusive(data_dir: Path) -> int:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return lock_file(data_dir / LOCK_NAME, exclusive=False)
+        return lock_file(data_dir / LOCK_NAME, exclusive=True)
     except BlockingIOError:
         raise StorageError(
-            f"a restore into {data_dir} is running; start the service after it finishes"
+            f"the cache data folder {data_dir} is in use by another cache service "
+            "or a restore; stop that process, or set data_dir to another folder"
         ) from None
     except OSError as error:
         raise StorageError(

@@ -30,7 +30,7 @@ from cache_service.embedding import Embedder
 from cache_service.health_checks import CacheHealth, HealthMonitor
 from cache_service.health_report import HealthReport
 from cache_service.metrics import CacheMetrics
-from cache_service.persistence import SqliteEntryStore
+from cache_service.persistence import DataDirLock, SqliteEntryStore
 from cache_service.request_limits import grpc_limit_options
 from cache_service.rpc_telemetry import RpcTelemetryInterceptor
 from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
@@ -116,6 +116,7 @@ def create_server(
 
     Raises:
         AddressInUseError: another process listens on ``settings.address``.
+        StorageError: another cache service or a restore uses ``settings.data_dir``.
         RuntimeError: the address cannot be bound for another reason.
     """
     # Each lookup searches one query, and FAISS's OpenMP threads slow that down:
@@ -152,13 +153,23 @@ def create_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
 
-    port = bind_port(
-        server,
-        settings.address,
-        settings.tls_cert_file,
-        settings.tls_key_file,
-        settings.tls_client_ca_file,
+    # Lock the data folder before binding, so a second cache on the same folder
+    # fails at once instead of after loading the model.
+    data_dir_lock = (
+        None if settings.data_dir is None else DataDirLock(settings.data_dir)
     )
+    try:
+        port = bind_port(
+            server,
+            settings.address,
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_client_ca_file,
+        )
+    except BaseException:
+        if data_dir_lock is not None:
+            data_dir_lock.release()
+        raise
     server.start()
     running = RunningServer(
         server=server,
@@ -176,7 +187,7 @@ def create_server(
     logger.info("server_started", extra={"port": port, **settings.as_log_fields()})
 
     if embedder is not None:
-        _load_cache(running, servicer, lambda: embedder, clock)
+        _load_cache(running, servicer, lambda: embedder, clock, data_dir_lock)
         return running
 
     def load_default() -> Embedder:
@@ -188,7 +199,7 @@ def create_server(
 
     threading.Thread(
         target=_load_cache,
-        args=(running, servicer, load_embedder or load_default, clock),
+        args=(running, servicer, load_embedder or load_default, clock, data_dir_lock),
         name="cache-loader",
         daemon=True,
     ).start()
@@ -200,18 +211,26 @@ def _load_cache(
     servicer: CacheServicer,
     load_embedder: Callable[[], Embedder],
     clock: Callable[[], float],
+    data_dir_lock: DataDirLock | None,
 ) -> None:
+    entry_store = None
     try:
         embedder = load_embedder()
-        entry_store = None
         if running.settings.data_dir is not None:
             entry_store = SqliteEntryStore.open(
-                running.settings.data_dir, embedder.model_name, embedder.dimension
+                running.settings.data_dir,
+                embedder.model_name,
+                embedder.dimension,
+                data_dir_lock,
             )
         cache = SemanticCache(
             running.settings, embedder, clock=clock, entry_store=entry_store
         )
     except Exception as error:
+        if entry_store is not None:
+            entry_store.close()
+        elif data_dir_lock is not None:
+            data_dir_lock.release()
         running.load_error = error
         running.health_checks.record_load_failure(error)
         logger.exception("cache_load_failed")

@@ -19,6 +19,7 @@ from cache_service.errors import (
     CacheError,
     InvalidRequestError,
     NotReadyError,
+    StorageError,
     status_code_for,
 )
 from cache_service.feedback import FeedbackCounts, FeedbackRating, FeedbackRecorder
@@ -286,6 +287,16 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                     "index; retry when its health status is SERVING"
                 )
             return handle(self._cache, fields)
+        except StorageError:
+            # Storage messages carry SQLite's text and file paths: log them only.
+            code = status_code_for(StorageError())
+            error_id = uuid.uuid4().hex[:12]
+            fields.update(error="StorageError", error_id=error_id)
+            logger.exception("storage_failed", extra={"method": method, **fields})
+            context.abort(
+                code,
+                f"cache store write failed; see the server log for error id {error_id}",
+            )
         except CacheError as error:
             code = status_code_for(error)
             fields["error"] = type(error).__name__

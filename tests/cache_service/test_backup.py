@@ -151,7 +151,7 @@ def test_service_cannot_open_store_during_restore(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "data" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with pytest.raises(StorageError, match=r"a restore into .* is running"):
+        with pytest.raises(StorageError, match="in use by another cache service"):
             SqliteEntryStore.open(tmp_path / "data", "fake-64", 64)
     finally:
         os.close(fd)
