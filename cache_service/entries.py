@@ -109,6 +109,8 @@ def check_query(query: str, settings: CacheSettings, field_name: str = "query") 
 
 
 MAX_TENANT_CHARS = 128
+# Model names are config names or provider ids, far shorter than this.
+MAX_MODEL_CHARS = 256
 
 
 def check_tenant_id(tenant: str, field_name: str = "tenant") -> None:
@@ -145,6 +147,11 @@ def check_scope(
     cache rejects exactly what the router rejects when both run with defaults.
     """
     check_tenant_id(scope.tenant, f"{field_name}.tenant")
+    if len(scope.model) > MAX_MODEL_CHARS:
+        raise InvalidRequestError(
+            f"{field_name}.model must be at most {MAX_MODEL_CHARS} characters; got "
+            f"{len(scope.model)}. Send the tier or the model name the router chose."
+        )
     violation = scope_violation(
         scope.system_prompt,
         scope.conversation,

@@ -371,6 +371,13 @@ def test_long_query_uses_exact_layer_only(clock: ManualClock) -> None:
         ),
         pytest.param(
             "q",
+            replace(ACME, model="m" * 257),
+            None,
+            "scope.model must be at most 256 characters; got 257",
+            id="model-too-long",
+        ),
+        pytest.param(
+            "q",
             replace(ACME, system_prompt="s" * 32_001),
             None,
             r"scope.system_prompt must be at most 32000 characters "
