@@ -113,13 +113,14 @@ def snapshot_database(
     The file is named ``<prefix><UTC time>-<6 hex digits>.sqlite3`` and appears
     under that name only once it is complete and flushed. ``inspect`` reads the
     copy (for example its row counts) before the rename, and its result is
-    returned with the final path.
+    returned with the final path, made absolute so that callers and logs never
+    depend on the service's working directory.
 
     Raises:
         OSError, sqlite3.Error: the copy failed. The partial file is removed.
     """
     name = f"{prefix}{utc_stamp(created_at)}-{secrets.token_hex(3)}{SNAPSHOT_SUFFIX}"
-    final = backup_dir / name
+    final = backup_dir.absolute() / name
     partial = backup_dir / f".{name}.partial"
     try:
         backup_dir.mkdir(parents=True, exist_ok=True)

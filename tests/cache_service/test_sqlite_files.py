@@ -126,3 +126,15 @@ def test_held_lock_raises_given_error(tmp_path: Path) -> None:
 
     with exclusive_lock(lock, LookupError("in use")):
         pass
+
+
+def test_snapshot_path_is_absolute_for_relative_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _database(tmp_path / "db.sqlite3", rows=1)
+    monkeypatch.chdir(tmp_path)
+
+    final, _ = snapshot_database(source, Path("backups"), "db-", MOMENT, _count)
+
+    assert final.is_absolute()
+    assert final.parent == tmp_path / "backups"
