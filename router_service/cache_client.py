@@ -129,6 +129,20 @@ def cache_channel_credentials(
     )
 
 
+# gRPC's own text for a failed connection names the cause, such as a refused
+# port or CERTIFICATE_VERIFY_FAILED. Other codes carry the cache's messages, which
+# the cache's own log already has, so they are not repeated here.
+_TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_MAX_DETAIL_CHARS = 300
+
+
+def _transport_detail(error: grpc.aio.AioRpcError) -> str | None:
+    """Return gRPC's text for a connection failure, cut short, or None."""
+    if error.code() not in _TRANSPORT_CODES:
+        return None
+    return (error.details() or "")[:_MAX_DETAIL_CHARS]
+
+
 class CacheClient:
     """`SemanticCache` over gRPC; the channel connects lazily on first use.
 
@@ -166,6 +180,7 @@ class CacheClient:
                     "operation": operation,
                     "target": self._target,
                     "code": error.code().name,
+                    "detail": _transport_detail(error),
                     "suppressed_since_last": self._throttle.suppressed,
                 },
             )
