@@ -5,7 +5,7 @@ the database without embedding again. The database records the embedding model a
 dimension, and opening it with another model raises IndexVersionError. Not
 thread-safe: the cache calls it under its own lock.
 
-An open store holds an exclusive ``flock`` on ``<data_dir>/entries.sqlite3.lock``,
+An open store takes an exclusive ``flock`` on ``<data_dir>/entries.sqlite3.lock``,
 so a second cache service cannot open the same folder, and a restore (which takes
 the same lock) can tell that a service has the database open.
 """

@@ -37,8 +37,8 @@ _HELP = BackupHelp(
 def main(argv: list[str]) -> int:
     """Run one command and print its result as one JSON line.
 
-    Returns 0 on success, 1 when the backup or restore failed and 2 when the
-    configuration is invalid or names no ledger file; the reason goes to
+    Returns 0 on success, 1 when the backup or restore failed, and 2 when the
+    configuration is invalid or names no ledger file. The reason goes to
     standard error.
     """
     args = parse_backup_args(argv, _HELP)

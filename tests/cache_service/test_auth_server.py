@@ -230,7 +230,7 @@ def test_invalidate_other_tenants_entry_looks_missing(
 
 
 @pytest.mark.parametrize("role", ["admin", "service"])
-def test_invalidate_any_tenants_entry_with_admin_or_service_key(
+def test_invalidate_other_tenant_entry_by_role(
     stub: cache_pb2_grpc.CacheServiceStub, keys: Keys, role: str
 ) -> None:
     entry_id = _store(stub, _bearer(keys.acme)).entry_id
