@@ -9,8 +9,9 @@ For every unary request it:
    missing or unknown key with UNAUTHENTICATED;
 3. applies the method's rule from ``cache_method_rules``: an empty tenant field
    takes the key's tenant, and another tenant or an admin RPC without an admin
-   key gets PERMISSION_DENIED. A tenant key's Invalidate by the id of another
-   tenant's entry removes nothing, as for an id that does not exist.
+   key gets PERMISSION_DENIED. Invalidate by entry id carries the tenant in
+   ``entry_tenant``, and the cache removes nothing when the entry belongs to
+   another tenant.
 
 A method missing from the rules table needs an admin key, so a new RPC is closed
 until someone writes its rule. Health checks need no key. Without a key store
@@ -51,9 +52,6 @@ from cache_service.settings import CacheSettings
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
-EntryOwner = Callable[[str], str | None]
-# Entry ids start at 1, so Invalidate with this id removes nothing.
-_NO_ENTRY_ID = "0"
 
 
 def load_key_store(settings: CacheSettings) -> KeyStore | None:
@@ -85,18 +83,17 @@ def _method(name: str) -> str:
     return f"/{SERVICE_NAME}/{name}"
 
 
-def cache_method_rules(entry_owner: EntryOwner) -> dict[str, AccessRule]:
+def cache_method_rules() -> dict[str, AccessRule]:
     """Return the access rule of each cache RPC, keyed by its full method name.
 
-    ``entry_owner`` returns the tenant of an entry id, or None when no such entry
-    exists. Methods missing here need an admin key; add admin RPCs with
-    ``admin_only`` to say so explicitly.
+    Methods missing here need an admin key. Add admin RPCs with ``admin_only`` to
+    say so explicitly.
     """
     return {
         _method("Lookup"): tenant_at("scope", "tenant"),
         _method("Store"): tenant_at("scope", "tenant"),
         _method("Feedback"): tenant_at("tenant"),
-        _method("Invalidate"): _invalidate_rule(entry_owner),
+        _method("Invalidate"): _invalidate_rule(),
         _method("Stats"): service_or_admin("Stats"),
         _method("Health"): service_or_admin("Health"),
         _method("Snapshot"): admin_only("Snapshot"),
@@ -104,10 +101,16 @@ def cache_method_rules(entry_owner: EntryOwner) -> dict[str, AccessRule]:
     }
 
 
-def _invalidate_rule(entry_owner: EntryOwner) -> AccessRule:
-    """Invalidate: a tenant key removes only its own tenant's entries."""
+def _invalidate_rule() -> AccessRule:
+    """Invalidate: a tenant key removes only its own tenant's entries.
+
+    By entry id, a tenant key's ``entry_tenant`` is checked and filled like the
+    tenant of Feedback, and the cache keeps an entry of another tenant. Service and
+    admin keys may leave it empty to remove the entry of any tenant.
+    """
     by_tenant = tenant_at("tenant")
     by_query = tenant_at("query", "scope", "tenant")
+    by_entry = tenant_at("entry_tenant")
 
     def rule(principal: Principal, request: Message) -> Denial | None:
         request = cast(cache_pb2.InvalidateRequest, request)
@@ -117,30 +120,13 @@ def _invalidate_rule(entry_owner: EntryOwner) -> AccessRule:
         if target == "query":
             return by_query(principal, request)
         if target == "entry_id":
-            _hide_entry_of_other_tenant(principal, request, entry_owner)
-            return None
+            if principal.acts_for_any_tenant:
+                return None
+            return by_entry(principal, request)
         # No target: the servicer rejects the request with INVALID_ARGUMENT.
         return None
 
     return rule
-
-
-def _hide_entry_of_other_tenant(
-    principal: Principal,
-    request: cache_pb2.InvalidateRequest,
-    entry_owner: EntryOwner,
-) -> None:
-    """Point a tenant key's Invalidate at no entry when the id is another tenant's.
-
-    The call then returns removed 0, as for an id that does not exist, so a tenant
-    key cannot find out which ids other tenants hold. Service and admin keys may
-    remove any tenant's entry.
-    """
-    if principal.acts_for_any_tenant:
-        return
-    owner = entry_owner(request.entry_id)
-    if owner is not None and owner != principal.tenant:
-        request.entry_id = _NO_ENTRY_ID
 
 
 class CacheRequestGuard(grpc.ServerInterceptor):

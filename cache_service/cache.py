@@ -219,9 +219,22 @@ class SemanticCache:
         entry_store.write((retried, vector), delete=delete)
         return retried
 
-    def invalidate_entry(self, entry_id: int) -> int:
-        """Remove one entry by id and return 1 if it existed, else 0."""
+    def invalidate_entry(self, entry_id: int, tenant: str | None = None) -> int:
+        """Remove one entry by id and return 1 if it existed, else 0.
+
+        With ``tenant``, an entry of another tenant is kept and 0 is returned, the
+        same result as for an id that does not exist, so the caller cannot tell
+        which ids other tenants hold.
+
+        Raises:
+            InvalidRequestError: ``tenant`` is empty, too long or not printable.
+        """
+        if tenant is not None:
+            check_tenant_id(tenant, field_name="entry_tenant")
         with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is None or (tenant is not None and entry.tenant != tenant):
+                return 0
             return self._delete([entry_id])
 
     def entry_tenant(self, entry_id: int) -> str | None:

@@ -63,7 +63,7 @@ class FeedbackRecorder:
 
         removed = False
         if rating is FeedbackRating.BAD:
-            removed = self._cache.invalidate_entry(entry_id) == 1
+            removed = self._cache.invalidate_entry(entry_id, tenant) == 1
         with self._lock:
             if rating is FeedbackRating.GOOD:
                 self._good += 1

@@ -130,9 +130,7 @@ def create_server(
         health=health_checks,
         snapshots=SnapshotWriter(settings.data_dir, settings.backup_dir),
     )
-    guard = CacheRequestGuard(
-        load_key_store(settings), cache_method_rules(servicer.entry_tenant)
-    )
+    guard = CacheRequestGuard(load_key_store(settings), cache_method_rules())
     # The telemetry interceptor comes first, so it also counts and logs the RPCs
     # that later interceptors reject.
     server = grpc.server(

@@ -165,20 +165,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         def handle(
             cache: SemanticCache, fields: LogFields
         ) -> cache_pb2.InvalidateResponse:
-            target = request.WhichOneof("target")
-            fields["target"] = target or "none"
-            if target == "entry_id":
-                removed = cache.invalidate_entry(_parse_entry_id(request.entry_id))
-            elif target == "tenant":
-                removed = cache.invalidate_tenant(request.tenant)
-            elif target == "query":
-                removed = cache.invalidate_query(
-                    request.query.query, scope_from_message(request.query.scope)
-                )
-            else:
-                raise InvalidRequestError(
-                    "target must be set: send entry_id, tenant or query."
-                )
+            removed = _invalidate(cache, request, fields)
             fields["removed"] = removed
             return cache_pb2.InvalidateResponse(removed=removed)
 
@@ -259,14 +246,6 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
             return FeedbackCounts(good=0, bad=0)
         return self._feedback.counts()
 
-    def entry_tenant(self, entry_id: str) -> str | None:
-        """Return the tenant of entry ``entry_id``; None when unknown or not loaded."""
-        cache = self._cache
-        number = _entry_id_number(entry_id)
-        if cache is None or number is None:
-            return None
-        return cache.entry_tenant(number)
-
     def _feedback_recorder(self) -> FeedbackRecorder:
         if self._feedback is None:
             raise NotReadyError("the cache service is still loading; retry later")
@@ -321,6 +300,33 @@ def _query_fields(query: str, tenant: str) -> LogFields:
         "query_chars": len(query),
         "query_hash": query_hash(query),
     }
+
+
+def _invalidate(
+    cache: SemanticCache, request: cache_pb2.InvalidateRequest, fields: LogFields
+) -> int:
+    """Remove the entries that the request's target names and return their count."""
+    target = request.WhichOneof("target")
+    fields["target"] = target or "none"
+    if request.entry_tenant and target != "entry_id":
+        raise InvalidRequestError(
+            "entry_tenant is valid only with entry_id. Leave it empty with tenant "
+            "or query, which carry their own tenant."
+        )
+    if target == "entry_id":
+        # The request guard fills entry_tenant for tenant keys. It is empty only from
+        # a service or admin key, or without auth, and then the tenant is not checked.
+        tenant = request.entry_tenant or None
+        if tenant is not None:
+            fields["tenant"] = loggable_id(tenant)
+        return cache.invalidate_entry(_parse_entry_id(request.entry_id), tenant)
+    if target == "tenant":
+        return cache.invalidate_tenant(request.tenant)
+    if target == "query":
+        return cache.invalidate_query(
+            request.query.query, scope_from_message(request.query.scope)
+        )
+    raise InvalidRequestError("target must be set: send entry_id, tenant or query.")
 
 
 def _parse_rating(rating: int) -> FeedbackRating:

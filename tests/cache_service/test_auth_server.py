@@ -1,8 +1,10 @@
 """API keys, tenant rules, admin RPCs and gRPC limits on a real cache server.
 
 The server runs on port 0 with the fake embedder: these tests are about the
-request guard in front of the servicer. tests/e2e/test_security_e2e.py runs the
-same guard with the real model, TLS and the router.
+request guard in front of the servicer. The tenant check of Invalidate by entry
+id also runs once with the real model, to see the kept entry served by
+similarity. tests/e2e/test_security_e2e.py runs the same guard with the real
+model, TLS and the router.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tls_certs import make_pki
 
 from cache_service.api_keys import KeyStore, Role, add_key, hash_key, key_id_of
 from cache_service.auth import CacheRequestGuard
+from cache_service.embedding import SentenceTransformerEmbedder
 from cache_service.errors import SettingsError
 from cache_service.server import RunningServer
 from cache_service.settings import CacheSettings
@@ -213,20 +216,131 @@ def test_invalidate_across_tenants_needs_admin(
     assert removed == 1
 
 
+def _invalidate_with_call(
+    stub: cache_pb2_grpc.CacheServiceStub,
+    request: cache_pb2.InvalidateRequest,
+    key: str,
+) -> tuple[cache_pb2.InvalidateResponse, grpc.StatusCode, object]:
+    """Return everything a caller sees of an Invalidate: reply, status, trailers."""
+    response, call = stub.Invalidate.with_call(request, metadata=_bearer(key))
+    return response, call.code(), tuple(call.trailing_metadata() or ())
+
+
 def test_invalidate_other_tenants_entry_looks_missing(
     stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
 ) -> None:
     entry_id = _store(stub, _bearer(keys.acme)).entry_id
-    other_tenants = cache_pb2.InvalidateRequest(entry_id=entry_id)
+    by_id = cache_pb2.InvalidateRequest(entry_id=entry_id)
     missing = cache_pb2.InvalidateRequest(entry_id=str(int(entry_id) + 1000))
 
-    from_globex = stub.Invalidate(other_tenants, metadata=_bearer(keys.globex))
-    for_missing = stub.Invalidate(missing, metadata=_bearer(keys.globex))
-    from_acme = stub.Invalidate(other_tenants, metadata=_bearer(keys.acme))
+    from_globex = _invalidate_with_call(stub, by_id, keys.globex)
+    for_missing = _invalidate_with_call(stub, missing, keys.globex)
 
     assert from_globex == for_missing
-    assert from_globex.removed == 0
-    assert from_acme.removed == 1
+    assert from_globex[0].removed == 0
+    assert from_globex[1] is grpc.StatusCode.OK
+    assert _lookup(stub, _bearer(keys.acme)).hit
+    assert stub.Invalidate(by_id, metadata=_bearer(keys.acme)).removed == 1
+    assert not _lookup(stub, _bearer(keys.acme)).hit
+
+
+def test_invalidate_entry_naming_other_tenant_is_denied(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    entry_id = _store(stub, _bearer(keys.acme)).entry_id
+    request = cache_pb2.InvalidateRequest(entry_id=entry_id, entry_tenant="acme")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Invalidate(request, metadata=_bearer(keys.globex))
+
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "entry_tenant 'acme' differs from the tenant of the API key" in (
+        caught.value.details() or ""
+    )
+    assert _lookup(stub, _bearer(keys.acme)).hit
+
+
+@pytest.mark.parametrize("role", ["admin", "service"])
+def test_invalidate_entry_with_named_tenant_by_role(
+    stub: cache_pb2_grpc.CacheServiceStub, keys: Keys, role: str
+) -> None:
+    key = getattr(keys, role)
+    entry_id = _store(stub, _bearer(keys.acme)).entry_id
+
+    wrong_tenant = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=entry_id, entry_tenant="globex"),
+        metadata=_bearer(key),
+    )
+    right_tenant = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=entry_id, entry_tenant="acme"),
+        metadata=_bearer(key),
+    )
+
+    assert wrong_tenant.removed == 0
+    assert right_tenant.removed == 1
+
+
+@pytest.fixture
+def real_model_stub(
+    real_embedder: SentenceTransformerEmbedder, keys: Keys, keys_file: Path
+) -> Iterator[cache_pb2_grpc.CacheServiceStub]:
+    """A stub of a keyed cache server with the real model, for semantic hits."""
+    settings = settings_for_tests(api_keys_file=keys_file)
+    with (
+        start_cache_server(real_embedder, settings) as running,
+        grpc.insecure_channel(running.target) as channel,
+    ):
+        yield cache_pb2_grpc.CacheServiceStub(channel)
+
+
+def _store_question(
+    stub: cache_pb2_grpc.CacheServiceStub, key: str, query: str, answer: str
+) -> str:
+    request = cache_pb2.StoreRequest(
+        query=query,
+        scope=cache_pb2.Scope(model="auto"),
+        answer=answer,
+        finish_reason="stop",
+    )
+    response = stub.Store(request, metadata=_bearer(key), timeout=30)
+    assert response.stored, response.reason
+    return str(response.entry_id)
+
+
+def test_invalidate_by_id_across_tenants_with_real_model(
+    real_model_stub: cache_pb2_grpc.CacheServiceStub, keys: Keys
+) -> None:
+    stub = real_model_stub
+    acme_id = _store_question(stub, keys.acme, "Who wrote Hamlet?", "Shakespeare")
+    globex_id = _store_question(stub, keys.globex, "What is DNS?", "Name lookup")
+    missing_id = str(max(int(acme_id), int(globex_id)) + 1000)
+
+    attempt = _invalidate_with_call(
+        stub, cache_pb2.InvalidateRequest(entry_id=acme_id), keys.globex
+    )
+    for_missing = _invalidate_with_call(
+        stub, cache_pb2.InvalidateRequest(entry_id=missing_id), keys.globex
+    )
+    paraphrase = stub.Lookup(
+        cache_pb2.LookupRequest(
+            query="Who is the author of Hamlet?", scope=cache_pb2.Scope(model="auto")
+        ),
+        metadata=_bearer(keys.acme),
+        timeout=30,
+    )
+    own = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=globex_id), metadata=_bearer(keys.globex)
+    )
+
+    assert attempt == for_missing
+    assert attempt[0].removed == 0
+    assert paraphrase.hit
+    assert paraphrase.layer == cache_pb2.HIT_LAYER_SEMANTIC
+    assert paraphrase.entry_id == acme_id
+    assert own.removed == 1
+    assert (
+        stub.Stats(cache_pb2.StatsRequest(), metadata=_bearer(keys.admin)).entries == 1
+    )
 
 
 @pytest.mark.parametrize("role", ["admin", "service"])

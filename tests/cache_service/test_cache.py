@@ -258,6 +258,48 @@ def test_invalidate_by_entry_id(fake_cache: SemanticCache) -> None:
     assert not _lookup(fake_cache, "question").hit
 
 
+def test_invalidate_entry_keeps_other_tenants_entry(
+    fake_cache: SemanticCache,
+) -> None:
+    entry_id = _store(fake_cache, "question")
+
+    from_globex = fake_cache.invalidate_entry(entry_id, "globex")
+    missing_from_globex = fake_cache.invalidate_entry(entry_id + 1000, "globex")
+
+    assert from_globex == 0
+    assert missing_from_globex == 0
+    assert _lookup(fake_cache, "question").hit
+    assert fake_cache.consistency_problems() == []
+    assert fake_cache.invalidate_entry(entry_id, "acme") == 1
+    assert not _lookup(fake_cache, "question").hit
+
+
+def test_invalidate_entry_without_tenant_removes_any(
+    fake_cache: SemanticCache,
+) -> None:
+    entry_id = _store(fake_cache, "question", scope=GLOBEX)
+
+    assert fake_cache.invalidate_entry(entry_id) == 1
+    assert not _lookup(fake_cache, "question", scope=GLOBEX).hit
+
+
+@pytest.mark.parametrize(
+    ("tenant", "message"),
+    [
+        pytest.param("", "entry_tenant is required", id="empty"),
+        pytest.param("acme\nforged", "entry_tenant must contain only", id="newline"),
+    ],
+)
+def test_invalidate_entry_rejects_invalid_tenant(
+    fake_cache: SemanticCache, tenant: str, message: str
+) -> None:
+    entry_id = _store(fake_cache, "question")
+
+    with pytest.raises(InvalidRequestError, match=message):
+        fake_cache.invalidate_entry(entry_id, tenant)
+    assert _lookup(fake_cache, "question").hit
+
+
 def test_invalidate_by_tenant_keeps_other_tenants(fake_cache: SemanticCache) -> None:
     _store(fake_cache, "one", scope=ACME)
     _store(fake_cache, "two", scope=replace(ACME, model="complex"))

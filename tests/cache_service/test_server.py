@@ -269,6 +269,30 @@ def test_invalidate_by_entry_id_tenant_and_query(
     assert globex.hit
 
 
+def test_invalidate_by_id_checks_entry_tenant(
+    stub: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    entry_id = _store(stub, "Who wrote Hamlet?", "Shakespeare")
+    missing_id = str(int(entry_id) + 1000)
+
+    other_tenant = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=entry_id, entry_tenant="globex")
+    )
+    missing = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=missing_id, entry_tenant="globex")
+    )
+    after = stub.Lookup(cache_pb2.LookupRequest(query="Who wrote Hamlet?", scope=ACME))
+    own_tenant = stub.Invalidate(
+        cache_pb2.InvalidateRequest(entry_id=entry_id, entry_tenant="acme")
+    )
+
+    assert other_tenant == missing
+    assert other_tenant.removed == 0
+    assert after.hit
+    assert after.entry_id == entry_id
+    assert own_tenant.removed == 1
+
+
 @pytest.mark.parametrize(
     ("request_message", "message"),
     [
@@ -314,6 +338,16 @@ def test_invalidate_by_entry_id_tenant_and_query(
             cache_pb2.InvalidateRequest(tenant="acme\r\nforged"),
             "tenant must contain only printable characters",
             id="tenant-control-char",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(tenant="acme", entry_tenant="acme"),
+            "entry_tenant is valid only with entry_id",
+            id="entry-tenant-with-tenant-target",
+        ),
+        pytest.param(
+            cache_pb2.InvalidateRequest(entry_id="1", entry_tenant="acme\r\nforged"),
+            "entry_tenant must contain only printable characters",
+            id="entry-tenant-control-char",
         ),
     ],
 )

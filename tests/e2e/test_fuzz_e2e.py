@@ -232,6 +232,9 @@ cache_requests = st.one_of(
         st.just("Invalidate"),
         st.one_of(
             st.builds(cache_pb2.InvalidateRequest, entry_id=texts),
+            st.builds(
+                cache_pb2.InvalidateRequest, entry_id=texts, entry_tenant=tenants
+            ),
             st.builds(cache_pb2.InvalidateRequest, tenant=texts),
             st.builds(
                 cache_pb2.InvalidateRequest,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equerygate/cache/v1/cache.proto\x12\x12querygate.cache.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"d\n\x10GenerationParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xaa\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x35\n\x0c\x63onversation\x18\x04 \x03(\x0b\x32\x1f.querygate.cache.v1.ChatMessage\x12\x34\n\x06params\x18\x05 \x01(\x0b\x32$.querygate.cache.v1.GenerationParams\"x\n\rLookupRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\x12\x1b\n\x0emin_similarity\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_min_similarity\"\x84\x02\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12+\n\x05layer\x18\x02 \x01(\x0e\x32\x1c.querygate.cache.v1.HitLayer\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x42\n\x08metadata\x18\x06 \x03(\x0b\x32\x30.querygate.cache.v1.LookupResponse.MetadataEntry\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\x0cStoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..querygate.cache.v1.StoreRequest.MetadataEntry\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"u\n\x11InvalidateRequest\x12\x12\n\x08\x65ntry_id\x18\x01 \x01(\tH\x00\x12\x10\n\x06tenant\x18\x02 \x01(\tH\x00\x12\x30\n\x05query\x18\x03 \x01(\x0b\x32\x1f.querygate.cache.v1.QueryTargetH\x00\x42\x08\n\x06target\"F\n\x0bQueryTarget\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\"\x0e\n\x0cStatsRequest\"\xac\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x12\n\nexact_hits\x18\x02 \x01(\x03\x12\x15\n\rsemantic_hits\x18\x03 \x01(\x03\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0e\n\x06stores\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x03\x12\x15\n\rindex_vectors\x18\x08 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\t \x01(\t\x12\x1b\n\x13\x65mbedding_dimension\x18\n \x01(\x05\x12\x1d\n\x15min_cosine_similarity\x18\x0b \x01(\x02\x12\x15\n\rfeedback_good\x18\x0c \x01(\x03\x12\x14\n\x0c\x66\x65\x65\x64\x62\x61\x63k_bad\x18\r \x01(\x03\"g\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x32\n\x06rating\x18\x03 \x01(\x0e\x32\".querygate.cache.v1.FeedbackRating\"#\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"\x0f\n\rHealthRequest\"\x82\x01\n\x0bHealthCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.querygate.cache.v1.CheckStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x10\n\x08\x63ritical\x18\x05 \x01(\x08\"\x81\x01\n\x0cHealthReport\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.querygate.cache.v1.CheckStatus\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12/\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1f.querygate.cache.v1.HealthCheck\"\x11\n\x0fSnapshotRequest\"j\n\x10SnapshotResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01*R\n\x08HitLayer\x12\x19\n\x15HIT_LAYER_UNSPECIFIED\x10\x00\x12\x13\n\x0fHIT_LAYER_EXACT\x10\x01\x12\x16\n\x12HIT_LAYER_SEMANTIC\x10\x02*d\n\x0e\x46\x65\x65\x64\x62\x61\x63kRating\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RATING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_RATING_GOOD\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_RATING_BAD\x10\x02*u\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x19\n\x15\x43HECK_STATUS_DEGRADED\x10\x02\x12\x18\n\x14\x43HECK_STATUS_FAILING\x10\x03\x32\xd5\x04\n\x0c\x43\x61\x63heService\x12O\n\x06Lookup\x12!.querygate.cache.v1.LookupRequest\x1a\".querygate.cache.v1.LookupResponse\x12L\n\x05Store\x12 .querygate.cache.v1.StoreRequest\x1a!.querygate.cache.v1.StoreResponse\x12[\n\nInvalidate\x12%.querygate.cache.v1.InvalidateRequest\x1a&.querygate.cache.v1.InvalidateResponse\x12L\n\x05Stats\x12 .querygate.cache.v1.StatsRequest\x1a!.querygate.cache.v1.StatsResponse\x12U\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12#.querygate.cache.v1.FeedbackRequest\x1a$.querygate.cache.v1.FeedbackResponse\x12M\n\x06Health\x12!.querygate.cache.v1.HealthRequest\x1a .querygate.cache.v1.HealthReport\x12U\n\x08Snapshot\x12#.querygate.cache.v1.SnapshotRequest\x1a$.querygate.cache.v1.SnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1equerygate/cache/v1/cache.proto\x12\x12querygate.cache.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"d\n\x10GenerationParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xaa\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rsystem_prompt\x18\x03 \x01(\t\x12\x35\n\x0c\x63onversation\x18\x04 \x03(\x0b\x32\x1f.querygate.cache.v1.ChatMessage\x12\x34\n\x06params\x18\x05 \x01(\x0b\x32$.querygate.cache.v1.GenerationParams\"x\n\rLookupRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\x12\x1b\n\x0emin_similarity\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_min_similarity\"\x84\x02\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12+\n\x05layer\x18\x02 \x01(\x0e\x32\x1c.querygate.cache.v1.HitLayer\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x42\n\x08metadata\x18\x06 \x03(\x0b\x32\x30.querygate.cache.v1.LookupResponse.MetadataEntry\x12\r\n\x05\x61ge_s\x18\x07 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\x0cStoreRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..querygate.cache.v1.StoreRequest.MetadataEntry\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x8b\x01\n\x11InvalidateRequest\x12\x12\n\x08\x65ntry_id\x18\x01 \x01(\tH\x00\x12\x10\n\x06tenant\x18\x02 \x01(\tH\x00\x12\x30\n\x05query\x18\x03 \x01(\x0b\x32\x1f.querygate.cache.v1.QueryTargetH\x00\x12\x14\n\x0c\x65ntry_tenant\x18\x04 \x01(\tB\x08\n\x06target\"F\n\x0bQueryTarget\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x05scope\x18\x02 \x01(\x0b\x32\x19.querygate.cache.v1.Scope\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\"\x0e\n\x0cStatsRequest\"\xac\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x12\n\nexact_hits\x18\x02 \x01(\x03\x12\x15\n\rsemantic_hits\x18\x03 \x01(\x03\x12\x0e\n\x06misses\x18\x04 \x01(\x03\x12\x0e\n\x06stores\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x03\x12\x15\n\rindex_vectors\x18\x08 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\t \x01(\t\x12\x1b\n\x13\x65mbedding_dimension\x18\n \x01(\x05\x12\x1d\n\x15min_cosine_similarity\x18\x0b \x01(\x02\x12\x15\n\rfeedback_good\x18\x0c \x01(\x03\x12\x14\n\x0c\x66\x65\x65\x64\x62\x61\x63k_bad\x18\r \x01(\x03\"g\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x32\n\x06rating\x18\x03 \x01(\x0e\x32\".querygate.cache.v1.FeedbackRating\"#\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"\x0f\n\rHealthRequest\"\x82\x01\n\x0bHealthCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.querygate.cache.v1.CheckStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x10\n\x08\x63ritical\x18\x05 \x01(\x08\"\x81\x01\n\x0cHealthReport\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.querygate.cache.v1.CheckStatus\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12/\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1f.querygate.cache.v1.HealthCheck\"\x11\n\x0fSnapshotRequest\"j\n\x10SnapshotResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01*R\n\x08HitLayer\x12\x19\n\x15HIT_LAYER_UNSPECIFIED\x10\x00\x12\x13\n\x0fHIT_LAYER_EXACT\x10\x01\x12\x16\n\x12HIT_LAYER_SEMANTIC\x10\x02*d\n\x0e\x46\x65\x65\x64\x62\x61\x63kRating\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RATING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_RATING_GOOD\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_RATING_BAD\x10\x02*u\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x19\n\x15\x43HECK_STATUS_DEGRADED\x10\x02\x12\x18\n\x14\x43HECK_STATUS_FAILING\x10\x03\x32\xd5\x04\n\x0c\x43\x61\x63heService\x12O\n\x06Lookup\x12!.querygate.cache.v1.LookupRequest\x1a\".querygate.cache.v1.LookupResponse\x12L\n\x05Store\x12 .querygate.cache.v1.StoreRequest\x1a!.querygate.cache.v1.StoreResponse\x12[\n\nInvalidate\x12%.querygate.cache.v1.InvalidateRequest\x1a&.querygate.cache.v1.InvalidateResponse\x12L\n\x05Stats\x12 .querygate.cache.v1.StatsRequest\x1a!.querygate.cache.v1.StatsResponse\x12U\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12#.querygate.cache.v1.FeedbackRequest\x1a$.querygate.cache.v1.FeedbackResponse\x12M\n\x06Health\x12!.querygate.cache.v1.HealthRequest\x1a .querygate.cache.v1.HealthReport\x12U\n\x08Snapshot\x12#.querygate.cache.v1.SnapshotRequest\x1a$.querygate.cache.v1.SnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPRESPONSE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_STOREREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STOREREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_HITLAYER']._serialized_start=2155
-  _globals['_HITLAYER']._serialized_end=2237
-  _globals['_FEEDBACKRATING']._serialized_start=2239
-  _globals['_FEEDBACKRATING']._serialized_end=2339
-  _globals['_CHECKSTATUS']._serialized_start=2341
-  _globals['_CHECKSTATUS']._serialized_end=2458
+  _globals['_HITLAYER']._serialized_start=2178
+  _globals['_HITLAYER']._serialized_end=2260
+  _globals['_FEEDBACKRATING']._serialized_start=2262
+  _globals['_FEEDBACKRATING']._serialized_end=2362
+  _globals['_CHECKSTATUS']._serialized_start=2364
+  _globals['_CHECKSTATUS']._serialized_end=2481
   _globals['_CHATMESSAGE']._serialized_start=54
   _globals['_CHATMESSAGE']._serialized_end=98
   _globals['_GENERATIONPARAMS']._serialized_start=100
@@ -59,30 +59,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOREREQUEST_METADATAENTRY']._serialized_end=758
   _globals['_STORERESPONSE']._serialized_start=988
   _globals['_STORERESPONSE']._serialized_end=1053
-  _globals['_INVALIDATEREQUEST']._serialized_start=1055
-  _globals['_INVALIDATEREQUEST']._serialized_end=1172
-  _globals['_QUERYTARGET']._serialized_start=1174
-  _globals['_QUERYTARGET']._serialized_end=1244
-  _globals['_INVALIDATERESPONSE']._serialized_start=1246
-  _globals['_INVALIDATERESPONSE']._serialized_end=1283
-  _globals['_STATSREQUEST']._serialized_start=1285
-  _globals['_STATSREQUEST']._serialized_end=1299
-  _globals['_STATSRESPONSE']._serialized_start=1302
-  _globals['_STATSRESPONSE']._serialized_end=1602
-  _globals['_FEEDBACKREQUEST']._serialized_start=1604
-  _globals['_FEEDBACKREQUEST']._serialized_end=1707
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1709
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1744
-  _globals['_HEALTHREQUEST']._serialized_start=1746
-  _globals['_HEALTHREQUEST']._serialized_end=1761
-  _globals['_HEALTHCHECK']._serialized_start=1764
-  _globals['_HEALTHCHECK']._serialized_end=1894
-  _globals['_HEALTHREPORT']._serialized_start=1897
-  _globals['_HEALTHREPORT']._serialized_end=2026
-  _globals['_SNAPSHOTREQUEST']._serialized_start=2028
-  _globals['_SNAPSHOTREQUEST']._serialized_end=2045
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=2047
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=2153
-  _globals['_CACHESERVICE']._serialized_start=2461
-  _globals['_CACHESERVICE']._serialized_end=3058
+  _globals['_INVALIDATEREQUEST']._serialized_start=1056
+  _globals['_INVALIDATEREQUEST']._serialized_end=1195
+  _globals['_QUERYTARGET']._serialized_start=1197
+  _globals['_QUERYTARGET']._serialized_end=1267
+  _globals['_INVALIDATERESPONSE']._serialized_start=1269
+  _globals['_INVALIDATERESPONSE']._serialized_end=1306
+  _globals['_STATSREQUEST']._serialized_start=1308
+  _globals['_STATSREQUEST']._serialized_end=1322
+  _globals['_STATSRESPONSE']._serialized_start=1325
+  _globals['_STATSRESPONSE']._serialized_end=1625
+  _globals['_FEEDBACKREQUEST']._serialized_start=1627
+  _globals['_FEEDBACKREQUEST']._serialized_end=1730
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1732
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1767
+  _globals['_HEALTHREQUEST']._serialized_start=1769
+  _globals['_HEALTHREQUEST']._serialized_end=1784
+  _globals['_HEALTHCHECK']._serialized_start=1787
+  _globals['_HEALTHCHECK']._serialized_end=1917
+  _globals['_HEALTHREPORT']._serialized_start=1920
+  _globals['_HEALTHREPORT']._serialized_end=2049
+  _globals['_SNAPSHOTREQUEST']._serialized_start=2051
+  _globals['_SNAPSHOTREQUEST']._serialized_end=2068
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=2070
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=2176
+  _globals['_CACHESERVICE']._serialized_start=2484
+  _globals['_CACHESERVICE']._serialized_end=3081
 # @@protoc_insertion_point(module_scope)

@@ -133,14 +133,16 @@ class StoreResponse(_message.Message):
     def __init__(self, stored: _Optional[bool] = ..., entry_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
-    __slots__ = ("entry_id", "tenant", "query")
+    __slots__ = ("entry_id", "tenant", "query", "entry_tenant")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_TENANT_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     tenant: str
     query: QueryTarget
-    def __init__(self, entry_id: _Optional[str] = ..., tenant: _Optional[str] = ..., query: _Optional[_Union[QueryTarget, _Mapping]] = ...) -> None: ...
+    entry_tenant: str
+    def __init__(self, entry_id: _Optional[str] = ..., tenant: _Optional[str] = ..., query: _Optional[_Union[QueryTarget, _Mapping]] = ..., entry_tenant: _Optional[str] = ...) -> None: ...
 
 class QueryTarget(_message.Message):
     __slots__ = ("query", "scope")
