@@ -5,7 +5,8 @@ quora_qqp, paws_wiki and fow_cache_pairs, and caches the vectors under
 ``var/guard_embeddings``. It splits each dataset in half with a seeded shuffle. A
 logistic regression and its accept threshold are fitted on the training half. The
 command writes the artifact (JSON weights and a manifest) and prints hit and
-false-hit rates with and without the guard on the held-out half.
+false-hit rates with and without the guard on the held-out half, then on unused
+quora_qqp and paws_wiki pairs (see ``training.guard_pairs.load_unused_pairs``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from training.guard_pairs import (
     EmbeddedPairs,
     embed_pairs,
     load_pairs,
+    load_unused_pairs,
 )
 
 # Pairs just below the serving threshold still teach the verifier what a near miss
@@ -290,13 +292,26 @@ def main(argv: list[str] | None = None) -> int:
         for name, item in embedded.items()
     ]
     times = time_guard(guard, embedded["quora_qqp"], splits["quora_qqp"][1][:2000])
-    _print_rates(rates, verifier.threshold, times)
+    print(f"held-out half; verifier threshold {verifier.threshold:.3f}")
+    _print_rates(rates)
+    unused_rates = [
+        evaluate(guard, item, list(range(len(item.pairs))), args.threshold)
+        for item in (
+            embed_pairs(f"{name}-unused", pairs, embedder, args.cache_dir)
+            for name, pairs in load_unused_pairs(args.data_dir).items()
+            if pairs
+        )
+    ]
+    if unused_rates:
+        print("unused pairs (never read by training)")
+        _print_rates(unused_rates)
+    _print_times(times)
 
     if not args.evaluate_only:
         write_artifact(
             verifier,
             args.out,
-            _manifest_extra(args, embedder.model_name, embedded, rates),
+            _manifest_extra(args, embedder.model_name, embedded, rates, unused_rates),
         )
         print(f"wrote {args.out}")
     return 0
@@ -307,6 +322,7 @@ def _manifest_extra(
     model_name: str,
     embedded: dict[str, EmbeddedPairs],
     rates: list[SplitRates],
+    unused_rates: list[SplitRates],
 ) -> dict[str, object]:
     fingerprint = hashlib.sha256()
     for item in embedded.values():
@@ -327,6 +343,7 @@ def _manifest_extra(
         "training_min_cosine": TRAINING_MIN_COSINE,
         "evaluation_threshold": args.threshold,
         "held_out_metrics": [asdict(rate) for rate in rates],
+        "unused_pair_metrics": [asdict(rate) for rate in unused_rates],
     }
 
 
@@ -356,10 +373,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _print_rates(
-    rates: list[SplitRates], verifier_threshold: float, times: CheckTimes
-) -> None:
-    print(f"held-out half; verifier threshold {verifier_threshold:.3f}")
+def _print_rates(rates: list[SplitRates]) -> None:
     print(
         f"{'dataset':<17}{'para':>6}{'hit plain':>11}{'hit guard':>11}"
         f"{'diff':>6}{'false plain':>13}{'false guard':>13}"
@@ -370,6 +384,9 @@ def _print_rates(
             f"{rate.guarded_hit_rate:>11.1%}{rate.different:>6}"
             f"{rate.plain_false_hit_rate:>13.1%}{rate.guarded_false_hit_rate:>13.1%}"
         )
+
+
+def _print_times(times: CheckTimes) -> None:
     print(
         f"guard check: wall-clock p50 {times.wall_p50:.0f} us, p99 "
         f"{times.wall_p99:.0f} us; thread CPU p50 {times.cpu_p50:.0f} us, p99 "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cache_service.guard import MANIFEST_FILE, Verifier
-from training import guard_verifier
+from training import guard_pairs, guard_verifier
 from training.guard_verifier import split_indices
 
 PARAPHRASES = [
@@ -95,3 +95,47 @@ def test_evaluate_only_writes_nothing(tmp_path: Path) -> None:
 
     assert guard_verifier.main([*args, "--evaluate-only"]) == 0
     assert (out / MANIFEST_FILE).read_text() == written
+
+
+def test_unused_pairs_leave_out_every_training_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_data(tmp_path)
+    monkeypatch.setitem(guard_pairs.SAMPLE_SIZES, "quora_qqp", 8)
+    monkeypatch.setitem(guard_pairs.UNUSED_SIZES, "quora_qqp", 3)
+
+    unused = guard_pairs.load_unused_pairs(tmp_path)
+    trained = guard_pairs.load_pairs(tmp_path)["quora_qqp"]
+
+    assert len(unused["quora_qqp"]) == 3
+    trained_texts = {(pair.first, pair.second) for pair in trained}
+    assert not {(pair.first, pair.second) for pair in unused["quora_qqp"]} & (
+        trained_texts
+    )
+    assert guard_pairs.load_unused_pairs(tmp_path) == unused
+    # paws_wiki's 12 rows fit in its sample, so all of them are used.
+    assert unused["paws_wiki"] == []
+
+
+def test_evaluation_reports_unused_pairs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = tmp_path / "data"
+    write_data(data_dir)
+    monkeypatch.setitem(guard_pairs.SAMPLE_SIZES, "quora_qqp", 8)
+    out = tmp_path / "guard"
+    args = ["--data-dir", str(data_dir), "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "embeddings")]
+
+    assert guard_verifier.main(args) == 0
+
+    printed = capsys.readouterr().out
+    assert "unused pairs (never read by training)" in printed
+    assert "quora_qqp-unused" in printed
+    assert "paws_wiki-unused" not in printed
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    (unused,) = manifest["unused_pair_metrics"]
+    assert unused["dataset"] == "quora_qqp-unused"
+    assert unused["paraphrases"] + unused["different"] == 4
