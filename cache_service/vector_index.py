@@ -23,8 +23,12 @@ logger = logging.getLogger(__name__)
 # took 1.7 to 4.5 ms on one core of a loaded 2-core machine, a large share of a
 # lookup, so bigger partitions switch to an approximate index.
 DEFAULT_IVF_MIN_VECTORS = 20_000
-# Inverted lists probed per search. See docs/cache_speed.md for the measured recall.
-DEFAULT_NPROBE = 16
+# Inverted lists probed per search: at least MIN_NPROBE, and one list in
+# LISTS_PER_PROBE (about 3 %) of a large index. On 1M vectors with 1,000 lists and
+# one close neighbour per probe, nprobe 16 kept 95.6 % of exact search's hits and
+# nprobe 32 kept 98.9 % (benchmarks/bench_scale.py, docs/benchmarks.md "Scale").
+MIN_NPROBE = 16
+LISTS_PER_PROBE = 32
 # FAISS warns when k-means has fewer than 39 training points per centroid.
 _MIN_POINTS_PER_LIST = 39
 
@@ -35,10 +39,12 @@ class VectorIndex:
     Small partitions use ``IndexIDMap2`` over ``IndexFlatIP``, which is exact.
     From ``ivf_min_vectors`` on, the vectors move to an ``IndexIVFFlat`` trained on
     them, which probes ``nprobe`` of about sqrt(n) lists and so can miss a true
-    neighbour. IVF keeps removal exact (a hash-table direct map removes by id),
-    which HNSW in FAISS cannot do. The index is retrained when it has doubled since
-    its last training, and goes back to flat below half of ``ivf_min_vectors``.
-    The vectors must be L2-normalized, which makes the inner product the cosine.
+    neighbour. By default ``nprobe`` follows ``nprobe_for_lists``, and an explicit
+    ``nprobe`` fixes it (capped at the list count). IVF keeps removal exact (a
+    hash-table direct map removes by id), which HNSW in FAISS cannot do. The index
+    is retrained when it has doubled since its last training, and goes back to flat
+    below half of ``ivf_min_vectors``. The vectors must be L2-normalized, which
+    makes the inner product the cosine.
 
     NOTE: training and rebuilding run inside ``add`` or ``remove``, so the caller
     that crosses a size boundary waits for them (about a second per 20,000
@@ -50,12 +56,17 @@ class VectorIndex:
         self,
         dimension: int,
         ivf_min_vectors: int = DEFAULT_IVF_MIN_VECTORS,
-        nprobe: int = DEFAULT_NPROBE,
+        nprobe: int | None = None,
     ) -> None:
         if ivf_min_vectors < 2 * _MIN_POINTS_PER_LIST:
             raise ValueError(
                 f"ivf_min_vectors must be at least {2 * _MIN_POINTS_PER_LIST}; "
                 f"got {ivf_min_vectors}"
+            )
+        if nprobe is not None and nprobe < 1:
+            raise ValueError(
+                f"nprobe must be at least 1; got {nprobe}. Leave it None to probe "
+                "a share of the lists that grows with their number."
             )
         self._dimension = dimension
         self._ivf_min_vectors = ivf_min_vectors
@@ -71,6 +82,13 @@ class VectorIndex:
     def kind(self) -> str:
         """ "flat" or "ivf": the FAISS index type currently in use."""
         return "ivf" if self._trained_size else "flat"
+
+    @property
+    def nprobe(self) -> int | None:
+        """Lists that each search probes, or None while the index is flat."""
+        if not self._trained_size:
+            return None
+        return int(faiss.extract_index_ivf(self._index).nprobe)
 
     def add(self, ids: Iterable[int], vectors: Vectors) -> None:
         """Add ``vectors`` (one row per id) under ``ids``.
@@ -158,6 +176,7 @@ class VectorIndex:
             extra={
                 "kind": self.kind,
                 "vectors": len(ids),
+                "nprobe": self.nprobe,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
@@ -167,7 +186,16 @@ def _flat_index(dimension: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
 
-def _ivf_index(dimension: int, training: Vectors, nprobe: int) -> faiss.Index:
+def nprobe_for_lists(lists: int) -> int:
+    """Return how many of ``lists`` inverted lists a search probes by default.
+
+    MIN_NPROBE up to 512 lists (about 262,000 vectors), then one list in
+    LISTS_PER_PROBE, so 32 at 1,000 lists. Never more than ``lists``.
+    """
+    return min(lists, max(MIN_NPROBE, math.ceil(lists / LISTS_PER_PROBE)))
+
+
+def _ivf_index(dimension: int, training: Vectors, nprobe: int | None) -> faiss.Index:
     """Return an empty IVF index whose centroids are trained on ``training``."""
     lists = max(
         1, min(round(math.sqrt(len(training))), len(training) // _MIN_POINTS_PER_LIST)
@@ -176,7 +204,7 @@ def _ivf_index(dimension: int, training: Vectors, nprobe: int) -> faiss.Index:
         faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT
     )
     index.train(training)
-    index.nprobe = min(nprobe, lists)
+    index.nprobe = nprobe_for_lists(lists) if nprobe is None else min(nprobe, lists)
     # A hash-table direct map lets reconstruct() and remove_ids() work by entry id.
     index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     return index

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cache_service.vector_index import PartitionedIndex, VectorIndex
+from cache_service.vector_index import (
+    MIN_NPROBE,
+    PartitionedIndex,
+    VectorIndex,
+    nprobe_for_lists,
+)
 
 DIMENSION = 32
 
@@ -114,3 +119,50 @@ def test_partition_is_dropped_with_last_vector() -> None:
 
     assert len(index) == 0
     assert index.ids_by_partition() == {}
+
+
+@pytest.mark.parametrize(
+    ("lists", "expected"),
+    [
+        pytest.param(1, 1, id="one-list"),
+        pytest.param(10, 10, id="fewer-lists-than-minimum"),
+        pytest.param(16, 16, id="minimum"),
+        pytest.param(316, 16, id="100k-vectors"),
+        pytest.param(512, 16, id="last-at-minimum"),
+        pytest.param(513, 17, id="first-above-minimum"),
+        pytest.param(1_000, 32, id="1m-vectors"),
+        pytest.param(3_163, 99, id="10m-vectors"),
+    ],
+)
+def test_nprobe_grows_with_list_count(lists: int, expected: int) -> None:
+    assert nprobe_for_lists(lists) == expected
+
+
+def test_flat_index_has_no_nprobe() -> None:
+    index = VectorIndex(DIMENSION)
+    index.add([1], _unit_rows(np.random.default_rng(0), 1))
+
+    assert index.kind == "flat"
+    assert index.nprobe is None
+
+
+@pytest.mark.parametrize("nprobe", [0, -3])
+def test_nprobe_below_one_is_rejected(nprobe: int) -> None:
+    with pytest.raises(ValueError, match=f"nprobe must be at least 1; got {nprobe}"):
+        VectorIndex(DIMENSION, nprobe=nprobe)
+
+
+def test_large_ivf_index_probes_more_than_minimum() -> None:
+    # 264,000 vectors give round(sqrt(n)) = 514 lists, just past the 512 up to
+    # which the rule probes MIN_NPROBE lists. Dimension 8 keeps training fast.
+    rng = np.random.default_rng(0)
+    count = 264_000
+    rows = rng.standard_normal((count, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    index = VectorIndex(8, ivf_min_vectors=count)
+
+    index.add(range(count), rows)
+
+    assert index.kind == "ivf"
+    assert index.nprobe == nprobe_for_lists(514)
+    assert index.nprobe > MIN_NPROBE

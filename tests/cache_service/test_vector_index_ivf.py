@@ -9,7 +9,7 @@ import pytest
 
 from cache_service.embedding import SentenceTransformerEmbedder, Vectors
 from cache_service.pair_eval import DEFAULT_DATA_DIR, load_quora
-from cache_service.vector_index import VectorIndex
+from cache_service.vector_index import MIN_NPROBE, VectorIndex
 
 IVF_MIN_VECTORS = 1_000
 STORED = 1_500
@@ -77,9 +77,44 @@ def test_ivf_recall_matches_exact_search(
 
     assert index.kind == "ivf"
     assert len(index) == STORED
+    # 1,500 vectors get 38 lists, below the size at which nprobe grows.
+    assert index.nprobe == MIN_NPROBE
     recall, top_agrees = _recall(index, ids, stored, queries)
     assert recall >= 0.95
     assert top_agrees >= 0.98
+
+
+def test_ivf_probing_every_list_is_exact(
+    quora_vectors: tuple[Vectors, Vectors],
+) -> None:
+    stored, queries = quora_vectors
+    ids = np.arange(STORED, dtype=np.int64)
+    # An explicit nprobe above the list count is capped at the list count.
+    index = VectorIndex(384, ivf_min_vectors=IVF_MIN_VECTORS, nprobe=10_000)
+    index.add(ids.tolist(), stored)
+
+    assert index.kind == "ivf"
+    assert index.nprobe == 38
+    for query in queries:
+        found = {entry_id for entry_id, _ in index.search(query, K)}
+        assert found == set(_oracle(ids, stored, query))
+
+
+def test_ivf_explicit_nprobe_overrides_rule(
+    quora_vectors: tuple[Vectors, Vectors],
+) -> None:
+    stored, queries = quora_vectors
+    ids = np.arange(STORED, dtype=np.int64)
+    by_rule = VectorIndex(384, ivf_min_vectors=IVF_MIN_VECTORS)
+    one_list = VectorIndex(384, ivf_min_vectors=IVF_MIN_VECTORS, nprobe=1)
+    by_rule.add(ids.tolist(), stored)
+    one_list.add(ids.tolist(), stored)
+
+    rule_recall, _ = _recall(by_rule, ids, stored, queries)
+    one_list_recall, _ = _recall(one_list, ids, stored, queries)
+
+    assert one_list.nprobe == 1
+    assert one_list_recall < rule_recall
 
 
 def test_ivf_scores_are_exact_cosines(
