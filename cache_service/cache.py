@@ -301,6 +301,7 @@ class SemanticCache:
                 stores=self._stores,
                 evictions=self._evictions,
                 expirations=self._expirations,
+                index_rebuilds_running=self._index.rebuilding,
             )
 
     def consistency_problems(self) -> list[str]:
@@ -438,7 +439,9 @@ class SemanticCache:
             if not self._alive(age, HitLayer.SEMANTIC):
                 vector = None
                 entry.in_index = False
-            self._insert(entry, vector)
+            self._insert(entry, vector, resize=False)
+        # One index build per partition, here, rather than one per doubling.
+        self._index.resize_now()
         entry_store.write(None, delete=expired)
         self._next_id = entry_store.next_id()
 
@@ -478,13 +481,15 @@ class SemanticCache:
             size -= estimate_entry_bytes(entry, self._embedder.dimension)
         return evicted
 
-    def _insert(self, entry: CacheEntry, vector: Vectors | None) -> None:
+    def _insert(
+        self, entry: CacheEntry, vector: Vectors | None, *, resize: bool = True
+    ) -> None:
         self._memory_bytes += estimate_entry_bytes(entry, self._embedder.dimension)
         self._entries[entry.entry_id] = entry
         self._exact[(entry.scope_key, entry.normalized_query)] = entry.entry_id
         self._by_tenant.setdefault(entry.tenant, set()).add(entry.entry_id)
         if vector is not None:
-            self._index.add(entry.scope_key, entry.entry_id, vector)
+            self._index.add(entry.scope_key, entry.entry_id, vector, resize=resize)
 
     def _delete(self, entry_ids: list[int]) -> int:
         """Remove entries from the database, then memory, and count those found."""

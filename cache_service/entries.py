@@ -92,6 +92,8 @@ class CacheStats:
     stores: int
     evictions: int
     expirations: int
+    # Scopes whose IVF index is being trained in the background now.
+    index_rebuilds_running: int = 0
 
 
 def check_query(query: str, settings: CacheSettings, field_name: str = "query") -> None:

@@ -112,6 +112,11 @@ def _stats_metrics(stats: CacheStats) -> Iterator[Metric]:
         "Vectors in the FAISS indexes of all scopes now.",
         value=stats.index_vectors,
     )
+    yield GaugeMetricFamily(
+        "querygate_cache_index_rebuilds_running",
+        "Scopes whose IVF index is being trained in the background now.",
+        value=stats.index_rebuilds_running,
+    )
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

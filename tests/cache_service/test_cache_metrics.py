@@ -111,6 +111,7 @@ def test_entries_evictions_index_and_feedback(cache: Cache) -> None:
     # The bad mark removed the third entry.
     assert metrics.value("querygate_cache_entries") == 1
     assert metrics.value("querygate_cache_index_vectors") == 1
+    assert metrics.value("querygate_cache_index_rebuilds_running") == 0
     assert metrics.value("querygate_cache_feedback_total", rating="bad") == 1
     assert metrics.value("querygate_cache_feedback_total", rating="good") == 0
     assert metrics.value("querygate_cache_expirations_total") == 0

@@ -162,6 +162,7 @@ def test_large_ivf_index_probes_more_than_minimum() -> None:
     index = VectorIndex(8, ivf_min_vectors=count)
 
     index.add(range(count), rows)
+    assert index.wait_for_rebuild(timeout_s=600)
 
     assert index.kind == "ivf"
     assert index.nprobe == nprobe_for_lists(514)
