@@ -12,7 +12,7 @@ DATA_DIR ?= ../shared/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv run test test-fast train evaluate demo demo-sim bench-cache bench-compare bench-venv bench-load bench-scale protos check-protos lint typecheck ci clean
+.PHONY: help venv run test test-fast train evaluate demo demo-sim bench-cache bench-compare bench-venv bench-load bench-scale bench-rebuild protos check-protos lint typecheck ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -70,6 +70,9 @@ bench-load: $(STAMP) ## Speed targets, then 32 and 320 concurrent clients throug
 
 bench-scale: $(STAMP) ## Index latency, memory and recall at 10k, 100k and 1M vectors
 	nice -n 10 $(PY) -m benchmarks.bench_scale --data-dir $(DATA_DIR) $(BENCH_ARGS)
+
+bench-rebuild: $(STAMP) ## What a background IVF rebuild to 1M vectors costs searches and adds
+	nice -n 10 $(PY) -m benchmarks.bench_rebuild $(BENCH_ARGS)
 
 protos: $(STAMP) ## Regenerate the Python stubs from protos/
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
