@@ -16,6 +16,10 @@ For every unary request it:
 A method missing from the rules table needs an admin key, so a new RPC is closed
 until someone writes its rule. Health checks need no key. Without a key store
 (auth off, or loopback without a keys file) only step 1 runs.
+
+With ``tls_client_allowed_names`` set, every call, health checks included, must
+also come with a client certificate that carries an allowed name
+(``cache_service.client_names``); other calls get UNAUTHENTICATED before step 1.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from cache_service.access import (
     tenant_at,
 )
 from cache_service.api_keys import KeyStore, Principal
+from cache_service.client_names import ClientNameCheck
 from cache_service.errors import (
     AuthenticationError,
     CacheError,
@@ -130,9 +135,18 @@ def _invalidate_rule() -> AccessRule:
 
 
 class CacheRequestGuard(grpc.ServerInterceptor):
-    """Parses, authenticates and authorizes each RPC before the servicer runs."""
+    """Parses, authenticates and authorizes each RPC before the servicer runs.
 
-    def __init__(self, keys: KeyStore | None, rules: Mapping[str, AccessRule]) -> None:
+    With ``client_names`` it first checks the name of the client certificate.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore | None,
+        rules: Mapping[str, AccessRule],
+        client_names: ClientNameCheck | None = None,
+    ) -> None:
+        self._client_names = client_names
         self._access = RequestAccess(
             keys,
             rules,
@@ -163,7 +177,9 @@ class CacheRequestGuard(grpc.ServerInterceptor):
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream is not None and self._access.needs_key(method):
+        if handler.stream_stream is not None and (
+            self._access.needs_key(method) or self._client_names is not None
+        ):
             return grpc.stream_stream_rpc_method_handler(
                 self._guard_stream_stream(handler, method, metadata),
                 request_deserializer=handler.request_deserializer,
@@ -193,9 +209,11 @@ class CacheRequestGuard(grpc.ServerInterceptor):
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def guarded(requests: Any, context: grpc.ServicerContext) -> Any:
-            self._abort_on_error(
-                context, lambda: self._access.principal(method, metadata)
-            )
+            def check() -> Any:
+                self._check_client_name(method, context)
+                return self._access.principal(method, metadata)
+
+            self._abort_on_error(context, check)
             yield from handler.stream_stream(requests, context)
 
         return guarded
@@ -211,11 +229,19 @@ class CacheRequestGuard(grpc.ServerInterceptor):
         """Return the parsed request, or abort the RPC with the reason."""
 
         def check() -> Any:
+            self._check_client_name(method, context)
             return self._access.admit(
                 method, metadata, lambda: parse_request(handler, method, raw)
             )
 
         return self._abort_on_error(context, check)
+
+    def _check_client_name(self, method: str, context: grpc.ServicerContext) -> None:
+        if self._client_names is None:
+            return
+        message = self._client_names.rejection(method, context.auth_context())
+        if message is not None:
+            raise AuthenticationError(message)
 
     @staticmethod
     def _abort_on_error(context: grpc.ServicerContext, check: Callable[[], Any]) -> Any:

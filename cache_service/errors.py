@@ -42,7 +42,9 @@ class IndexVersionError(CacheError):
 
 
 class AuthenticationError(CacheError):
-    """The request carries no API key, or a key that no keys file entry matches."""
+    """The request has no API key, a key that no keys file entry matches, or a
+    client certificate without an allowed name.
+    """
 
 
 class PermissionDeniedError(CacheError):

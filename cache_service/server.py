@@ -26,6 +26,7 @@ from cache_service import embedding
 from cache_service.auth import CacheRequestGuard, cache_method_rules, load_key_store
 from cache_service.backup import SnapshotWriter
 from cache_service.cache import SemanticCache
+from cache_service.client_names import client_name_check
 from cache_service.embedding import Embedder
 from cache_service.health_checks import CacheHealth, HealthMonitor
 from cache_service.health_report import HealthReport
@@ -130,7 +131,11 @@ def create_server(
         health=health_checks,
         snapshots=SnapshotWriter(settings.data_dir, settings.backup_dir),
     )
-    guard = CacheRequestGuard(load_key_store(settings), cache_method_rules())
+    guard = CacheRequestGuard(
+        load_key_store(settings),
+        cache_method_rules(),
+        client_name_check(settings.tls_client_allowed_names),
+    )
     # The telemetry interceptor comes first, so it also counts and logs the RPCs
     # that later interceptors reject.
     server = grpc.server(

@@ -16,6 +16,7 @@ from typing import Any
 
 from cache_service import request_limits
 from cache_service.api_keys import auth_setting_problem
+from cache_service.client_names import allowed_names_problem, parse_name_list
 from cache_service.errors import SettingsError
 from cache_service.pem_files import tls_files_problem
 
@@ -30,7 +31,12 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
 GUARD_MODES = ("on", "rules", "off")
-_TYPE_WORDS = {"float": "a number", "int": "an integer", "Path | None": "a path"}
+_TYPE_WORDS = {
+    "float": "a number",
+    "int": "an integer",
+    "Path | None": "a path",
+    "tuple[str, ...]": "a list of strings",
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,10 @@ class CacheSettings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # With mutual TLS, the client certificate must also carry one of these names
+    # as a DNS or URI SAN or as its common name. Empty: any certificate that
+    # tls_client_ca_file signed. The environment variable separates names by commas.
+    tls_client_allowed_names: tuple[str, ...] = ()
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -165,12 +175,22 @@ def _convert(name: str, raw: object) -> object:
             return int(raw)  # type: ignore[call-overload]
         if kind == "Path | None":
             return Path(str(raw)) if str(raw) else None
+        if kind == "tuple[str, ...]":
+            return _convert_names(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise SettingsError(
             f"{name} must be {_TYPE_WORDS.get(str(kind), 'a string')}; got {raw!r}. "
             f"Set {env_name(name)} or the '{name}' key to a valid value."
         ) from None
+
+
+def _convert_names(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        return parse_name_list(raw)
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ValueError(raw)
+    return tuple(raw)
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -339,6 +359,24 @@ def _check_tls(settings: CacheSettings) -> None:
             f"Set {env_name(name)} to the file's path.",
         )
     _check_pem_contents(settings)
+    _check_allowed_names(settings)
+
+
+def _check_allowed_names(settings: CacheSettings) -> None:
+    names = settings.tls_client_allowed_names
+    name = "tls_client_allowed_names"
+    _require(
+        not names or settings.tls_client_ca_file is not None,
+        f"{name} needs tls_client_ca_file; got {list(names)} without it. Only "
+        "mutual TLS makes clients present a certificate: set tls_client_ca_file "
+        f"to the client CA, or leave {name} empty.",
+    )
+    problem = allowed_names_problem(names)
+    if problem is not None:
+        raise SettingsError(
+            f"{name} {problem.rule}; got {problem.value!r}. {problem.fix} "
+            f"Environment: {env_name(name)} (names separated by commas)."
+        )
 
 
 def _check_pem_contents(settings: CacheSettings) -> None:

@@ -9,6 +9,10 @@ request's ``tenant`` comes from the key: an empty field takes the key's tenant.
 A method missing from the rules table needs an admin key, so a new RPC is closed
 until someone writes its rule. Health checks need no key. Without a key store
 only the parsing step runs.
+
+With ``[security] tls_client_allowed_names`` set, every call, health checks
+included, must also come with a client certificate that carries an allowed name
+(``cache_service.client_names``); other calls get UNAUTHENTICATED first.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from cache_service.access import (
     tenant_at,
 )
 from cache_service.api_keys import KeyStore
+from cache_service.client_names import ClientNameCheck
 from router_service.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -87,13 +92,18 @@ def load_key_store(security: SecuritySettings, address: str) -> KeyStore | None:
 
 
 class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Parses, authenticates and authorizes each RPC before the servicer runs."""
+    """Parses, authenticates and authorizes each RPC before the servicer runs.
+
+    With ``client_names`` it first checks the name of the client certificate.
+    """
 
     def __init__(
         self,
         keys: KeyStore | None,
         rules: Mapping[str, AccessRule] = ROUTER_METHOD_RULES,
+        client_names: ClientNameCheck | None = None,
     ) -> None:
+        self._client_names = client_names
         self._access = RequestAccess(
             keys,
             rules,
@@ -126,7 +136,9 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream is not None and self._access.needs_key(method):
+        if handler.stream_stream is not None and (
+            self._access.needs_key(method) or self._client_names is not None
+        ):
             return grpc.stream_stream_rpc_method_handler(
                 self._guard_stream_stream(handler, method, metadata),
                 request_deserializer=handler.request_deserializer,
@@ -162,6 +174,7 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             try:
+                self._check_client_name(method, context)
                 self._access.principal(method, metadata)
             except RouterError as error:
                 await context.abort(grpc_status_for(error), str(error))
@@ -180,6 +193,7 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         """Return the parsed request, or abort the RPC with the reason."""
         try:
+            self._check_client_name(method, context)
             return self._access.admit(
                 method, metadata, lambda: parse_request(handler, method, raw)
             )
@@ -187,6 +201,15 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             await context.abort(grpc_status_for(error), str(error))
         # context.abort always raises, but grpc does not annotate it as NoReturn.
         raise AssertionError("unreachable")
+
+    def _check_client_name(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        if self._client_names is None:
+            return
+        message = self._client_names.rejection(method, context.auth_context())
+        if message is not None:
+            raise AuthenticationError(message)
 
 
 def parse_request(handler: grpc.RpcMethodHandler, method: str, raw: bytes) -> Any:

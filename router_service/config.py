@@ -43,6 +43,7 @@ _SECURITY_KEYS = {
     "tls_cert_file": str,
     "tls_key_file": str,
     "tls_client_ca_file": str,
+    "tls_client_allowed_names": list,
 }
 _TOP_LEVEL_SECTIONS = (
     "server",
@@ -119,12 +120,16 @@ def settings_from_document(
     )
 
 
-def _security_settings(values: Mapping[str, str]) -> SecuritySettings:
+def _security_settings(values: Mapping[str, Any]) -> SecuritySettings:
     converted: dict[str, Any] = dict(values)
     for key, value in values.items():
         if key.endswith("_file"):
             # An empty file name means "not set", like the other path settings.
             converted[key] = Path(value) if value else None
+    if "tls_client_allowed_names" in values:
+        converted["tls_client_allowed_names"] = tuple(
+            values["tls_client_allowed_names"]
+        )
     return SecuritySettings(**converted)
 
 

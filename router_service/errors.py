@@ -132,7 +132,9 @@ class RateLimitedError(RouterError):
 
 
 class AuthenticationError(RouterError):
-    """The request carries no API key, or a key that no keys file entry matches."""
+    """The request has no API key, a key that no keys file entry matches, or a
+    client certificate without an allowed name.
+    """
 
 
 class PermissionDeniedError(RouterError):

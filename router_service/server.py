@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
+from cache_service.client_names import client_name_check
 from cache_service.request_limits import grpc_limit_options
 from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
 from router_service.auth import RouterRequestGuard, load_key_store
@@ -190,7 +191,10 @@ async def create_server(
 
     # The telemetry interceptor comes first, so it also counts and logs the RPCs
     # that later interceptors reject.
-    guard = RouterRequestGuard(load_key_store(settings.security, settings.address))
+    guard = RouterRequestGuard(
+        load_key_store(settings.security, settings.address),
+        client_names=client_name_check(settings.security.tls_client_allowed_names),
+    )
     server = grpc.aio.server(
         interceptors=[RpcTelemetryInterceptor(metrics, SERVICE_NAME), guard],
         options=grpc_limit_options(

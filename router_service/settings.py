@@ -16,6 +16,7 @@ import limits
 
 from cache_service import request_limits
 from cache_service.api_keys import auth_setting_problem
+from cache_service.client_names import allowed_names_problem
 from cache_service.pem_files import tls_files_problem
 from router_service.errors import ConfigError
 from router_service.tokenizer_setting import CHARS_TOKENIZER, validate_tokenizer
@@ -261,6 +262,10 @@ class SecuritySettings:
     tls_key_file: Path | None = None
     # Set to require client certificates signed by this CA (mutual TLS).
     tls_client_ca_file: Path | None = None
+    # With mutual TLS, the client certificate must also carry one of these names
+    # as a DNS or URI SAN or as its common name. Empty: any certificate that
+    # tls_client_ca_file signed.
+    tls_client_allowed_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(
@@ -298,6 +303,21 @@ class SecuritySettings:
             "tls_client_ca_file",
             self.tls_client_ca_file,
         )
+        self._check_allowed_names()
+
+    def _check_allowed_names(self) -> None:
+        name = "security.tls_client_allowed_names"
+        _require(
+            not self.tls_client_allowed_names or self.tls_client_ca_file is not None,
+            name,
+            "needs security.tls_client_ca_file, because only mutual TLS makes "
+            "clients present a certificate",
+            list(self.tls_client_allowed_names),
+            "Set tls_client_ca_file to the client CA, or leave the list empty.",
+        )
+        problem = allowed_names_problem(self.tls_client_allowed_names)
+        if problem is not None:
+            _require(False, name, problem.rule, problem.value, problem.fix)
 
 
 def _check_pem_files(section: str, ca_file: str, cert_file: str, key_file: str) -> None:

@@ -1,4 +1,4 @@
-"""Test certificates: a CA, a server certificate for 127.0.0.1 and a client one.
+"""Test certificates: a CA, a server certificate for 127.0.0.1 and client ones.
 
 Generated in the test with the ``cryptography`` package, so no key material is
 committed. EC P-256 keys keep generation fast.
@@ -26,6 +26,7 @@ class PkiFiles:
     server_key: Path
     client_cert: Path
     client_key: Path
+    ca_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -66,6 +67,7 @@ def make_pki(folder: Path, ca_name: str = "querygate test CA") -> PkiFiles:
         .sign(ca_key, hashes.SHA256())
     )
     (folder / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(folder / "ca.key", ca_key)
 
     def leaf(name: str, usage: x509.ObjectIdentifier) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -96,4 +98,38 @@ def make_pki(folder: Path, ca_name: str = "querygate test CA") -> PkiFiles:
         server_key=folder / "server.key",
         client_cert=folder / "client.pem",
         client_key=folder / "client.key",
+        ca_key=folder / "ca.key",
     )
+
+
+def issue_client_certificate(
+    pki: PkiFiles,
+    folder: Path,
+    common_name: str,
+    dns_names: tuple[str, ...] = (),
+    uris: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """Sign a client certificate with the CA of ``pki``; return (cert, key) paths.
+
+    ``dns_names`` and ``uris`` become subject alternative names. The files are
+    named after ``common_name``.
+    """
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = _builder(common_name, ca_cert.subject, key.public_key()).add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+    )
+    names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    names += [x509.UniformResourceIdentifier(uri) for uri in uris]
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(names), critical=False
+        )
+    cert = builder.sign(ca_key, hashes.SHA256())
+    stem = "".join(char if char.isalnum() else "-" for char in common_name)
+    cert_file, key_file = folder / f"{stem}.pem", folder / f"{stem}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_file, key)
+    return cert_file, key_file
