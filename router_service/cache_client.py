@@ -8,7 +8,6 @@ can answer uncached. The warning for it is logged at most once per
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,10 +18,10 @@ from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.api_keys import AUTHORIZATION_METADATA_KEY
 from cache_service.tls import channel_credentials
+from router_service.cache_key import CacheKeyFile
 from router_service.domain import CacheHit, CacheScope, FeedbackRating
 from router_service.errors import (
     CacheUnavailableError,
-    ConfigError,
     InvalidRequestError,
     NotFoundError,
 )
@@ -83,39 +82,6 @@ def scope_to_proto(scope: CacheScope) -> cache_pb2.Scope:
     )
 
 
-def cache_api_key(settings: CacheSettings) -> str | None:
-    """Return the router's API key for the cache, or None when none is configured.
-
-    Raises:
-        ConfigError: the named environment variable is unset or empty, or the
-            key file cannot be read or is empty.
-    """
-    if settings.api_key_env:
-        key = os.environ.get(settings.api_key_env, "").strip()
-        if not key:
-            raise ConfigError(
-                f"cache.api_key_env names {settings.api_key_env}, but that "
-                "environment variable is unset or empty. Export the router's "
-                "service key for the cache there."
-            )
-        return key
-    if settings.api_key_file:
-        try:
-            lines = Path(settings.api_key_file).read_text(encoding="utf-8").split()
-        except OSError as error:
-            raise ConfigError(
-                f"cache.api_key_file {settings.api_key_file} cannot be read: "
-                f"{error.strerror}. Fix the path or its permissions."
-            ) from None
-        if not lines:
-            raise ConfigError(
-                f"cache.api_key_file {settings.api_key_file} is empty. Write the "
-                "router's service key for the cache on its first line."
-            )
-        return lines[0]
-    return None
-
-
 def cache_channel_credentials(
     settings: CacheSettings,
 ) -> grpc.ChannelCredentials | None:
@@ -147,7 +113,8 @@ class CacheClient:
     """`SemanticCache` over gRPC; the channel connects lazily on first use.
 
     With ``credentials`` the channel uses TLS, and ``api_key`` is sent as
-    ``authorization: Bearer <key>`` metadata on every call.
+    ``authorization: Bearer <key>`` metadata on every call. A ``CacheKeyFile``
+    is checked for a new key before each call.
     """
 
     def __init__(
@@ -157,7 +124,7 @@ class CacheClient:
         warning_interval_s: float = 30.0,
         *,
         credentials: grpc.ChannelCredentials | None = None,
-        api_key: str | None = None,
+        api_key: str | CacheKeyFile | None = None,
     ) -> None:
         self._target = target
         self._timeout_s = timeout_s
@@ -166,11 +133,15 @@ class CacheClient:
             if credentials is None
             else grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         )
-        self._metadata: tuple[tuple[str, str], ...] = (
-            ((AUTHORIZATION_METADATA_KEY, f"Bearer {api_key}"),) if api_key else ()
-        )
+        self._api_key = api_key
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
         self._throttle = _WarningThrottle(warning_interval_s)
+
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        key = self._api_key
+        if isinstance(key, CacheKeyFile):
+            key = key.current()
+        return ((AUTHORIZATION_METADATA_KEY, f"Bearer {key}"),) if key else ()
 
     def _unavailable(self, operation: str, error: grpc.aio.AioRpcError) -> Exception:
         if self._throttle.allow():
@@ -202,7 +173,7 @@ class CacheClient:
             request.min_similarity = min_similarity
         try:
             response = await self._stub.Lookup(
-                request, timeout=self._timeout_s, metadata=self._metadata
+                request, timeout=self._timeout_s, metadata=self._call_metadata()
             )
         except grpc.aio.AioRpcError as error:
             raise self._unavailable("lookup", error) from error
@@ -238,7 +209,7 @@ class CacheClient:
         )
         try:
             response = await self._stub.Store(
-                request, timeout=self._timeout_s, metadata=self._metadata
+                request, timeout=self._timeout_s, metadata=self._call_metadata()
             )
         except grpc.aio.AioRpcError as error:
             raise self._unavailable("store", error) from error
@@ -259,7 +230,7 @@ class CacheClient:
         )
         try:
             response = await self._stub.Feedback(
-                request, timeout=self._timeout_s, metadata=self._metadata
+                request, timeout=self._timeout_s, metadata=self._call_metadata()
             )
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.NOT_FOUND:

@@ -28,11 +28,8 @@ from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
 from router_service.auth import RouterRequestGuard, load_key_store
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
-from router_service.cache_client import (
-    CacheClient,
-    cache_api_key,
-    cache_channel_credentials,
-)
+from router_service.cache_client import CacheClient, cache_channel_credentials
+from router_service.cache_key import cache_api_key
 from router_service.classifier_reload import (
     ArtifactWatcher,
     ClassifierLoader,

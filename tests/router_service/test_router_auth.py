@@ -23,7 +23,7 @@ from tls_certs import make_pki
 
 from cache_service.api_keys import Role, add_key, hash_key, key_id_of
 from router_service import client
-from router_service.cache_client import cache_api_key
+from router_service.cache_key import CacheKeyFile, cache_api_key
 from router_service.config import settings_from_document
 from router_service.errors import ConfigError
 from router_service.server import RunningServer, create_server
@@ -544,7 +544,10 @@ def test_cache_key_from_file(tmp_path: Path) -> None:
     key_file = tmp_path / "service.key"
     key_file.write_text("qg_service\n")
 
-    assert cache_api_key(CacheSettings(api_key_file=str(key_file))) == "qg_service"
+    key = cache_api_key(CacheSettings(api_key_file=str(key_file)))
+
+    assert isinstance(key, CacheKeyFile)
+    assert key.current() == "qg_service"
     assert cache_api_key(CacheSettings()) is None
 
 
