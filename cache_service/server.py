@@ -17,7 +17,6 @@ from typing import Any
 
 import faiss
 import grpc
-import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
@@ -34,7 +33,11 @@ from cache_service.metrics import CacheMetrics
 from cache_service.persistence import DataDirLock, SqliteEntryStore
 from cache_service.request_limits import grpc_limit_options
 from cache_service.rpc_telemetry import RpcTelemetryInterceptor
-from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
+from cache_service.server_port import (
+    EXCLUSIVE_PORT_OPTIONS,
+    bind_port,
+    start_metrics_http,
+)
 from cache_service.servicer import CacheServicer
 from cache_service.settings import CacheSettings
 
@@ -116,7 +119,8 @@ def create_server(
     ``wait_until_serving`` waits for it.
 
     Raises:
-        AddressInUseError: another process listens on ``settings.address``.
+        AddressInUseError: another process listens on ``settings.address`` or
+            ``settings.metrics_address``.
         StorageError: another cache service or a restore uses ``settings.data_dir``.
         RuntimeError: the address cannot be bound for another reason.
     """
@@ -183,10 +187,16 @@ def create_server(
         health_checks=health_checks,
     )
     if settings.metrics_address:
-        host, _, metrics_port = settings.metrics_address.rpartition(":")
-        running.metrics_http, _ = prometheus_client.start_http_server(
-            int(metrics_port), addr=host, registry=metrics.registry
-        )
+        try:
+            running.metrics_http = start_metrics_http(
+                settings.metrics_address, metrics.registry
+            )
+        except BaseException:
+            # Nothing was served yet, so stop at once and free the data folder.
+            server.stop(0).wait()
+            if data_dir_lock is not None:
+                data_dir_lock.release()
+            raise
     logger.info("server_started", extra={"port": port, **settings.as_log_fields()})
 
     if embedder is not None:

@@ -1,9 +1,10 @@
-"""Binding a gRPC server's listening port, shared by the cache and the router.
+"""Binding the listening ports of a service, shared by the cache and the router.
 
 gRPC Python (1.85) sets SO_REUSEPORT on listening sockets by default. Then a
 second server binds a port that a running server already uses, and the kernel
 splits new connections between the two. Both services turn the option off, so
-the second bind fails, and report that failure with the address.
+the second bind fails, and report that failure with the address. The Prometheus
+endpoint's bind failure is reported the same way.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import errno
 import socket
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
+import prometheus_client
 
 from cache_service.tls import add_port
 
@@ -52,6 +55,33 @@ def bind_port(
             raise AddressInUseError(_in_use_message(address))
         raise RuntimeError(f"failed to bind {address}; check the address setting")
     return port
+
+
+def start_metrics_http(
+    address: str, registry: prometheus_client.CollectorRegistry
+) -> WSGIServer:
+    """Serve ``registry`` on ``http://address/metrics`` from a daemon thread.
+
+    ``address`` is the ``metrics_address`` setting, ``host:port``. Returns the
+    HTTP server, whose ``shutdown()`` stops it.
+
+    Raises:
+        AddressInUseError: another socket listens on ``address``.
+        OSError: the address cannot be bound for another reason.
+    """
+    host, _, port_text = address.rpartition(":")
+    try:
+        http_server, _ = prometheus_client.start_http_server(
+            int(port_text), addr=host, registry=registry
+        )
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise AddressInUseError(
+            f"metrics_address {address} is already in use; stop the other process "
+            "or set metrics_address to a free port"
+        ) from error
+    return http_server
 
 
 def is_address_in_use(address: str) -> bool:

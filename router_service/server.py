@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from cache_service.client_names import client_name_check
 from cache_service.request_limits import grpc_limit_options
-from cache_service.server_port import EXCLUSIVE_PORT_OPTIONS, bind_port
+from cache_service.server_port import (
+    EXCLUSIVE_PORT_OPTIONS,
+    bind_port,
+    start_metrics_http,
+)
 from router_service.auth import RouterRequestGuard, load_key_store
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
@@ -146,7 +149,8 @@ async def create_server(
 
     Raises:
         ConfigError: a model's API key variable is not set.
-        AddressInUseError: another process listens on `settings.address`.
+        AddressInUseError: another process listens on `settings.address` or
+            `settings.metrics_address`.
         RuntimeError: the address cannot be bound for another reason.
     """
     if backends is None:
@@ -226,10 +230,15 @@ async def create_server(
     running.health_checks = health_checks
     running.health_check_interval_s = settings.health_check_interval_s
     if settings.metrics_address:
-        host, _, metrics_port = settings.metrics_address.rpartition(":")
-        running.metrics_http, _ = prometheus_client.start_http_server(
-            int(metrics_port), addr=host, registry=metrics.registry
-        )
+        try:
+            running.metrics_http = start_metrics_http(
+                settings.metrics_address, metrics.registry
+            )
+        except BaseException:
+            # Stop the started gRPC server here: left to garbage collection, its
+            # shutdown runs after the event loop has closed.
+            await running.stop(grace_s=0)
+            raise
     logger.info(
         "server_started",
         extra={
