@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cache_service.errors import InvalidRequestError
-from cache_service.request_limits import scope_violation
+from cache_service.request_limits import (
+    identifier_character_rule,
+    query_violation,
+    scope_violation,
+)
 from cache_service.scope import Scope
 from cache_service.settings import CacheSettings
 
@@ -97,16 +101,15 @@ class CacheStats:
 
 
 def check_query(query: str, settings: CacheSettings, field_name: str = "query") -> None:
-    """Raise InvalidRequestError when ``query`` is empty or too long."""
-    if not query.strip():
+    """Raise InvalidRequestError when ``query`` breaks a rule of ``query_violation``.
+
+    The rules are those the router applies, so the cache never stores a query
+    that the router would reject.
+    """
+    violation = query_violation(query, settings.max_query_chars, field_name)
+    if violation is not None:
         raise InvalidRequestError(
-            f"{field_name} must contain non-whitespace text; got an empty or "
-            "whitespace-only string. Send the user's question."
-        )
-    if len(query) > settings.max_query_chars:
-        raise InvalidRequestError(
-            f"{field_name} must be at most {settings.max_query_chars} characters; got "
-            f"{len(query)}. Shorten the query or skip the cache for it."
+            f"{violation.field} {violation.rule}. {violation.fix}"
         )
 
 
@@ -131,13 +134,11 @@ def check_tenant_id(tenant: str, field_name: str = "tenant") -> None:
             f"{field_name} must be at most {MAX_TENANT_CHARS} characters; got "
             f"{len(tenant)}. Use a short id such as acme-search."
         )
-    for position, character in enumerate(tenant):
-        if character.isspace() or not character.isprintable():
-            raise InvalidRequestError(
-                f"{field_name} must contain only printable characters and no "
-                f"whitespace; got U+{ord(character):04X} at position {position}. "
-                "Use a short id such as acme-search."
-            )
+    rule = identifier_character_rule(tenant)
+    if rule is not None:
+        raise InvalidRequestError(
+            f"{field_name} {rule}. Use a short id such as acme-search."
+        )
 
 
 def check_scope(
@@ -153,6 +154,11 @@ def check_scope(
         raise InvalidRequestError(
             f"{field_name}.model must be at most {MAX_MODEL_CHARS} characters; got "
             f"{len(scope.model)}. Send the tier or the model name the router chose."
+        )
+    rule = identifier_character_rule(scope.model)
+    if rule is not None:
+        raise InvalidRequestError(
+            f"{field_name}.model {rule}. Send the tier, the model name or auto."
         )
     violation = scope_violation(
         scope.system_prompt,
@@ -196,12 +202,29 @@ def check_store(request: StoreCommand, settings: CacheSettings) -> None:
             f"answer must be at most {settings.max_answer_chars} characters; got "
             f"{len(request.answer)}. Do not cache answers this long."
         )
+    _check_metadata_keys(request.metadata)
     metadata_chars = sum(len(k) + len(v) for k, v in request.metadata.items())
     if metadata_chars > settings.max_metadata_chars:
         raise InvalidRequestError(
             f"metadata must total at most {settings.max_metadata_chars} characters "
             f"of keys and values; got {metadata_chars}. Store ids, not documents."
         )
+
+
+def _check_metadata_keys(metadata: Mapping[str, str]) -> None:
+    # Keys are names that every hit returns and tools print, so they follow the
+    # rule of ids.
+    for key in sorted(metadata):
+        if not key:
+            raise InvalidRequestError(
+                "metadata keys must not be empty; got an empty key. Name each "
+                "value, as in model or tier."
+            )
+        rule = identifier_character_rule(key)
+        if rule is not None:
+            raise InvalidRequestError(
+                f"metadata key {key[:40]!r} {rule}. Use a short name such as model."
+            )
 
 
 def reason_not_cacheable(request: StoreCommand) -> str | None:

@@ -1,4 +1,4 @@
-"""Rules for the scope fields of a request, shared by the cache and the router.
+"""Rules for the query and scope fields of a request, shared by cache and router.
 
 The router checks a request early and the cache checks it again, because the
 cache must not trust its caller. Both call ``scope_violation`` with the same
@@ -9,6 +9,8 @@ when both run with the default limits. Nothing here imports grpc.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +25,13 @@ DEFAULT_MAX_CONVERSATION_CHARS = 100_000
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+# Control characters (Unicode category Cc, which is exactly U+0000-U+001F and
+# U+007F-U+009F) other than tab, newline and carriage return. A query with one of
+# them, such as NUL or ESC, is rejected.
+_FORBIDDEN_QUERY_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Characters that show nothing on their own: control (Cc) and format (Cf), such
+# as U+200B ZERO WIDTH SPACE and U+FEFF BYTE ORDER MARK.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
 
 
 class Turn(Protocol):
@@ -52,6 +61,63 @@ class Violation:
     field: str
     rule: str
     fix: str
+
+
+def query_violation(
+    text: str, max_chars: int, field: str = "query"
+) -> Violation | None:
+    """Return the first rule that a query text breaks, or None.
+
+    A query needs at least one visible character: one that is not whitespace, a
+    control character (Cc) or a format character (Cf). Format characters inside
+    visible text are kept, because emoji sequences and right-to-left text need
+    them. Control characters other than tab, newline and carriage return are
+    rejected, not stripped, so the text that is cached is the text the caller sent.
+    """
+    if not any(_is_visible(character) for character in text):
+        return Violation(
+            field,
+            "must contain a visible character, one that is not whitespace, a "
+            f"control or a format character; got none (length {len(text)})",
+            "Send the question to answer.",
+        )
+    if len(text) > max_chars:
+        return Violation(
+            field,
+            f"must be at most {max_chars} characters; got {len(text)}",
+            "Shorten the query or split it into several requests.",
+        )
+    control = _FORBIDDEN_QUERY_CONTROLS.search(text)
+    if control is not None:
+        return Violation(
+            field,
+            "must not contain control characters other than tab, newline and "
+            f"carriage return; got U+{ord(control.group()):04X} at position "
+            f"{control.start()}",
+            "Remove the control characters from the text.",
+        )
+    return None
+
+
+def identifier_character_rule(value: str) -> str | None:
+    """Return the rule that an id breaks, or None when it is printable with no spaces.
+
+    Ids (tenants, users, model names, metadata keys) are written to the logs,
+    where a newline or a control character could forge or hide a log line.
+    """
+    for position, character in enumerate(value):
+        if character.isspace() or not character.isprintable():
+            return (
+                "must contain only printable characters and no whitespace; got "
+                f"U+{ord(character):04X} at position {position}"
+            )
+    return None
+
+
+def _is_visible(character: str) -> bool:
+    return not character.isspace() and (
+        unicodedata.category(character) not in _INVISIBLE_CATEGORIES
+    )
 
 
 def scope_violation(

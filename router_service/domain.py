@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cache_service.request_limits import scope_violation
+from cache_service.request_limits import (
+    identifier_character_rule,
+    query_violation,
+    scope_violation,
+)
 from router_service.backends.base import ChatMessage
 from router_service.errors import InvalidRequestError
 from router_service.settings import TIERS, RouterSettings
@@ -172,18 +176,10 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
 
 
 def _check_query_text(text: str, max_chars: int) -> None:
-    if not text.strip():
-        raise InvalidRequestError(
-            "query",
-            "must contain non-whitespace text",
-            "Send the question to answer.",
-        )
-    if len(text) > max_chars:
-        raise InvalidRequestError(
-            "query",
-            f"must be at most {max_chars} characters; got {len(text)}",
-            "Shorten the query or split it into several requests.",
-        )
+    # The cache applies the same rules, so it never rejects a query sent from here.
+    violation = query_violation(text, max_chars)
+    if violation is not None:
+        raise InvalidRequestError(violation.field, violation.rule, violation.fix)
 
 
 def check_tenant(tenant: str, max_chars: int, field: str = "tenant") -> None:
@@ -204,11 +200,6 @@ def check_tenant(tenant: str, max_chars: int, field: str = "tenant") -> None:
             f"must be at most {max_chars} characters; got {len(tenant)} characters",
             "Use a short id such as acme-search.",
         )
-    for position, character in enumerate(tenant):
-        if character.isspace() or not character.isprintable():
-            raise InvalidRequestError(
-                field,
-                "must contain only printable characters and no whitespace; got "
-                f"U+{ord(character):04X} at position {position}",
-                "Use a short id such as acme-search.",
-            )
+    rule = identifier_character_rule(tenant)
+    if rule is not None:
+        raise InvalidRequestError(field, rule, "Use a short id such as acme-search.")

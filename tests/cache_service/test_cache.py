@@ -344,8 +344,10 @@ def test_long_query_uses_exact_layer_only(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("query", "scope", "threshold", "message"),
     [
-        pytest.param("", ACME, None, "query must contain non-whitespace", id="empty"),
-        pytest.param(" \n\t", ACME, None, "whitespace-only", id="whitespace"),
+        pytest.param("", ACME, None, "query must contain a visible", id="empty"),
+        pytest.param(
+            " \n\t", ACME, None, "query must contain a visible", id="whitespace"
+        ),
         pytest.param(
             "x" * 16_001,
             ACME,

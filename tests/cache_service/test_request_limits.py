@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from cache_service.request_limits import ScopeLimits, Violation, scope_violation
+from cache_service.request_limits import (
+    ScopeLimits,
+    Violation,
+    identifier_character_rule,
+    query_violation,
+    scope_violation,
+)
 from cache_service.scope import ChatTurn
 
 LIMITS = ScopeLimits(
@@ -100,3 +106,57 @@ def test_scope_violation_names_field_and_limit(
     assert violation is not None
     assert violation.field == field
     assert rule in violation.rule
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("hi", id="plain"),
+        pytest.param("a\tb\r\nc", id="tab-newline-return"),
+        pytest.param("zero\u200bwidth", id="format-inside"),
+        pytest.param("\u05e9\u05dc\u05d5\u05dd\u200f", id="right-to-left-mark"),
+        pytest.param("\U0001f44d\U0001f3fd", id="emoji"),
+    ],
+)
+def test_query_with_visible_text_passes(text: str) -> None:
+    assert query_violation(text, max_chars=20) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        pytest.param("", "must contain a visible character", id="empty"),
+        pytest.param("\x00", "must contain a visible character", id="nul"),
+        pytest.param("\u200b\ufeff", "must contain a visible character", id="format"),
+        pytest.param("\x85 \u2028", "must contain a visible character", id="c1-space"),
+        pytest.param("x" * 21, "at most 20 characters; got 21", id="too-long"),
+        pytest.param("hi\x00", "got U+0000 at position 2", id="nul-inside"),
+        pytest.param("\x7fhi", "got U+007F at position 0", id="delete"),
+        pytest.param("h\x9bi", "got U+009B at position 1", id="c1-control"),
+    ],
+)
+def test_query_violation_names_rule(text: str, rule: str) -> None:
+    violation = query_violation(text, max_chars=20, field="query.query")
+
+    assert violation is not None
+    assert violation.field == "query.query"
+    assert rule in violation.rule
+
+
+@pytest.mark.parametrize(
+    ("value", "position"),
+    [
+        pytest.param("a b", "U+0020 at position 1", id="space"),
+        pytest.param("ab\n", "U+000A at position 2", id="newline"),
+        pytest.param("\u202eab", "U+202E at position 0", id="bidi-override"),
+    ],
+)
+def test_identifier_rejects_unprintable_character(value: str, position: str) -> None:
+    rule = identifier_character_rule(value)
+
+    assert rule is not None
+    assert rule.endswith(position)
+
+
+def test_identifier_accepts_printable_id() -> None:
+    assert identifier_character_rule("acme-search/v2.1") is None
