@@ -383,6 +383,9 @@ class SemanticCache:
         candidates = self._index.search(
             scope_key, vector, self._settings.search_candidates
         )
+        # A miss reports the cosine of the closest live entry, even when the guard
+        # rejected that entry.
+        best_similarity = 0.0
         for entry_id, score in candidates:
             entry = self._entries.get(entry_id)
             if entry is None:
@@ -392,8 +395,9 @@ class SemanticCache:
                 continue
             # Rounding can put the inner product of unit vectors a hair above 1.
             similarity = min(score, 1.0)
+            best_similarity = max(best_similarity, similarity)
             if similarity < threshold:
-                return LookupOutcome(hit=False, similarity=similarity)
+                break
             if tokens is not None and not self._guard_accepts(
                 tokens, entry, similarity
             ):
@@ -407,7 +411,7 @@ class SemanticCache:
                 entry=entry,
                 age_s=age,
             )
-        return LookupOutcome(hit=False)
+        return LookupOutcome(hit=False, similarity=best_similarity)
 
     def _guard_accepts(
         self, tokens: QueryTokens, entry: CacheEntry, similarity: float

@@ -3,9 +3,11 @@
 The embedding barely moves when a number, a "not", a name or the order of two roles
 changes ("Convert 5 km to miles" and "Convert 50 km to miles" have a cosine of
 0.85). The guard looks at the words of the two queries: rules reject pairs with
-different numbers, a negation on one side only, or opposite words, and a logistic
-verifier trained by ``python -m training.guard_verifier`` scores the rest from the
-features in ``cache_service.pair_features``. The stored side is the entry's
+different numbers, a negation on one side only, opposite words, or the same words
+in another order, and a logistic verifier trained by ``python -m
+training.guard_verifier`` scores the rest from the features in
+``cache_service.pair_features``. Below the cosine of its training pairs (0.80) the
+verifier is not trusted, and the candidate is rejected. The stored side is the entry's
 normalized text, so names are only detected in the incoming query.
 """
 
@@ -24,6 +26,7 @@ from cache_service.pair_features import (
     QueryTokens,
     pair_features,
     tokenize,
+    words_reordered,
 )
 from cache_service.settings import CacheSettings
 
@@ -37,6 +40,10 @@ RETRAIN_HINT = (
 # Rules that reject on their own, by feature name. Each one flags a meaning change
 # that no amount of shared wording makes safe.
 RULE_FEATURES = ("number_mismatch", "negation_mismatch", "opposite_words")
+# Reasons of the checks that are not verifier features, so the verifier's training
+# never saw them. Each one only rejects more.
+REORDERED_WORDS = "reordered_words"
+BELOW_VERIFIED_COSINE = "below_verified_cosine"
 
 
 def default_verifier_dir() -> Path:
@@ -63,6 +70,9 @@ class Verifier:
     intercept: float
     threshold: float
     version: str
+    # Training read only pairs with at least this cosine. Below it the verifier's
+    # score means nothing, so such candidates are rejected.
+    min_cosine: float
 
     def score(self, features: list[float]) -> float:
         """Compute the estimated probability that one stored answer serves both."""
@@ -92,6 +102,13 @@ class Verifier:
             ) from None
         _check_manifest(manifest, hashlib.sha256(weights_bytes).hexdigest(), directory)
         weights = json.loads(weights_bytes)
+        min_cosine = manifest.get("training_min_cosine")
+        if not isinstance(min_cosine, int | float) or not 0.0 <= min_cosine <= 1.0:
+            raise GuardArtifactError(
+                f"guard verifier manifest in {directory} is invalid: "
+                f"training_min_cosine must be a number from 0 to 1; got "
+                f"{min_cosine!r}. " + RETRAIN_HINT
+            )
         return cls(
             means=tuple(weights["means"]),
             scales=tuple(weights["scales"]),
@@ -99,6 +116,7 @@ class Verifier:
             intercept=float(weights["intercept"]),
             threshold=float(weights["threshold"]),
             version=str(manifest["version"]),
+            min_cosine=float(min_cosine),
         )
 
 
@@ -123,11 +141,23 @@ class FalseHitGuard:
     def check(
         self, query: QueryTokens, stored_normalized: str, cosine: float
     ) -> GuardDecision:
-        """Judge serving the entry stored as ``stored_normalized`` to ``query``."""
-        features = pair_features(cosine, tokenize(stored_normalized), query)
+        """Judge serving the entry stored as ``stored_normalized`` to ``query``.
+
+        A lookup with ``min_similarity`` below the verifier's training range (the
+        router's degraded mode uses 0.7) gets no hit from the semantic layer
+        below that range, because the verifier was never shown such pairs.
+        """
+        if self._verifier is not None and cosine < self._verifier.min_cosine:
+            return GuardDecision(
+                accepted=False, reason=BELOW_VERIFIED_COSINE, score=0.0
+            )
+        stored = tokenize(stored_normalized)
+        features = pair_features(cosine, stored, query)
         for name, position in zip(RULE_FEATURES, self._rule_positions, strict=True):
             if features[position]:
                 return GuardDecision(accepted=False, reason=name, score=0.0)
+        if words_reordered(stored, query):
+            return GuardDecision(accepted=False, reason=REORDERED_WORDS, score=0.0)
         if self._verifier is None:
             return GuardDecision(accepted=True)
         score = self._verifier.score(features)

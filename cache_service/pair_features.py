@@ -106,6 +106,8 @@ _OPPOSITES = frozenset(
     )
 )
 _REVERSING_PREFIXES = ("un", "dis", "de", "in", "im", "non")
+_ARTICLES = frozenset({"a", "an", "the"})
+_ES_PLURALS = ("s", "x", "ch", "sh")
 
 FEATURE_NAMES = (
     "cosine",
@@ -196,6 +198,30 @@ def pair_features(
         min(len(first.words), len(second.words))
         / max(len(first.words), len(second.words), 1),
     ]
+
+
+def words_reordered(first: QueryTokens, second: QueryTokens) -> bool:
+    """Return True when the two queries use the same words in another order.
+
+    Articles are left out and a plural "s" or "es" is dropped before the words are
+    compared, so "How many ounces in a pound?" and "How many pounds in an ounce?"
+    count as reordered. Swapping two such words swaps roles, units or direction.
+    """
+    first_stems = _stems(first.words)
+    second_stems = _stems(second.words)
+    return first_stems != second_stems and Counter(first_stems) == Counter(second_stems)
+
+
+def _stems(words: tuple[str, ...]) -> list[str]:
+    return [_singular(word) for word in words if word not in _ARTICLES]
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("es") and word[:-2].endswith(_ES_PLURALS):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
 
 def _numbers_differ(first: QueryTokens, second: QueryTokens) -> bool:

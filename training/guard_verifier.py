@@ -12,6 +12,7 @@ quora_qqp and paws_wiki pairs (see ``training.guard_pairs.load_unused_pairs``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -146,6 +147,7 @@ def fit_verifier(table: FeatureTable, seed: int, serving_threshold: float) -> Ve
         intercept=float(model.intercept_[0]),
         threshold=0.5,
         version="",
+        min_cosine=TRAINING_MIN_COSINE,
     )
     return _with_threshold(
         verifier, choose_threshold(verifier, table, serving_threshold)
@@ -411,14 +413,7 @@ def _rate(flags: np.ndarray) -> float:
 
 
 def _with_threshold(verifier: Verifier, threshold: float) -> Verifier:
-    return Verifier(
-        verifier.means,
-        verifier.scales,
-        verifier.coefficients,
-        verifier.intercept,
-        threshold,
-        verifier.version,
-    )
+    return dataclasses.replace(verifier, threshold=threshold)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -10,7 +10,9 @@ import pytest
 
 from cache_service.errors import SettingsError
 from cache_service.guard import (
+    BELOW_VERIFIED_COSINE,
     MANIFEST_FILE,
+    REORDERED_WORDS,
     WEIGHTS_FILE,
     FalseHitGuard,
     GuardArtifactError,
@@ -19,7 +21,12 @@ from cache_service.guard import (
     default_verifier_dir,
 )
 from cache_service.normalize import normalize_query
-from cache_service.pair_features import FEATURE_NAMES, pair_features, tokenize
+from cache_service.pair_features import (
+    FEATURE_NAMES,
+    pair_features,
+    tokenize,
+    words_reordered,
+)
 from cache_service.testing import settings_for_tests
 
 # (stored query, incoming query, reason the guard must give)
@@ -89,12 +96,18 @@ def test_rules_accept_close_paraphrases(stored: str, incoming: str) -> None:
 
 
 @pytest.mark.parametrize(("stored", "incoming"), SWAPPED_ROLES)
-def test_verifier_rejects_swapped_roles(
+def test_guard_rejects_swapped_roles(
     guard: FalseHitGuard, stored: str, incoming: str
 ) -> None:
     decision = check(guard, stored, incoming, cosine=0.98)
     assert not decision.accepted
-    assert decision.reason == "verifier"
+    assert decision.reason == REORDERED_WORDS
+    # The verifier alone would reject them too.
+    assert guard.verifier is not None
+    features = pair_features(
+        0.98, tokenize(normalize_query(stored)), tokenize(incoming)
+    )
+    assert guard.verifier.score(features) < guard.verifier.threshold
 
 
 @pytest.mark.parametrize(("stored", "incoming", "reason"), DIFFERENT_MEANING)
@@ -225,3 +238,69 @@ def test_guard_setting_on_by_default() -> None:
     built = build_guard(settings_for_tests())
     assert built is not None
     assert built.verifier is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming"),
+    [
+        ("How many ounces in a pound?", "How many pounds in an ounce?"),
+        ("Is the Moon bigger than the Earth?", "Is the Earth bigger than the Moon?"),
+    ],
+)
+def test_reordered_words_are_rejected(
+    guard: FalseHitGuard, stored: str, incoming: str
+) -> None:
+    assert words_reordered(tokenize(normalize_query(stored)), tokenize(incoming))
+    decision = check(guard, stored, incoming, cosine=0.95)
+    assert not decision.accepted
+    assert decision.reason == REORDERED_WORDS
+
+
+def test_rules_mode_rejects_reordered_words() -> None:
+    decision = check(
+        FalseHitGuard(None),
+        "How many ounces in a pound?",
+        "How many pounds in an ounce?",
+    )
+    assert decision.reason == REORDERED_WORDS
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming"),
+    [
+        ("How many ounces in a pound?", "how many ounces in a pound"),
+        ("What are cats?", "What is a cat?"),
+        ("Convert 5 km to miles", "How do I convert 5 km to miles?"),
+    ],
+)
+def test_same_order_is_not_reordered(stored: str, incoming: str) -> None:
+    assert not words_reordered(tokenize(normalize_query(stored)), tokenize(incoming))
+
+
+def test_candidate_below_verified_cosine_is_rejected(guard: FalseHitGuard) -> None:
+    assert guard.verifier is not None
+    assert guard.verifier.min_cosine == pytest.approx(0.8)
+
+    decision = check(guard, "How do I cancel my subscription?", "Renew it", 0.75)
+
+    assert not decision.accepted
+    assert decision.reason == BELOW_VERIFIED_COSINE
+
+
+def test_rules_mode_has_no_cosine_floor() -> None:
+    decision = check(FalseHitGuard(None), "Who wrote Hamlet?", "Hamlet's author", 0.5)
+    assert decision.accepted
+
+
+@pytest.mark.parametrize("value", [None, "0.8", 1.5])
+def test_manifest_without_valid_min_cosine_is_rejected(
+    tmp_path: Path, value: object
+) -> None:
+    directory = copy_artifact(tmp_path)
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    manifest["training_min_cosine"] = value
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(
+        GuardArtifactError, match=r"training_min_cosine must be a number from 0 to 1"
+    ):
+        Verifier.load(directory)

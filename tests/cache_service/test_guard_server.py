@@ -119,3 +119,40 @@ def test_tampered_verifier_keeps_server_not_serving(tmp_path: Path) -> None:
         assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         running.stop(grace_s=1)
+
+
+def test_rejected_candidate_cosine_is_reported_on_miss(
+    guarded: cache_pb2_grpc.CacheServiceStub,
+    unguarded: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    plain = lookup(unguarded, OTHER_NUMBER)
+
+    response = lookup(guarded, OTHER_NUMBER)
+
+    assert not response.hit
+    assert response.similarity == pytest.approx(plain.similarity, abs=1e-4)
+    assert response.similarity >= 0.85
+
+
+def test_low_similarity_lookup_gets_no_unverified_hit(
+    guarded: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    # The router's degraded mode looks up at 0.7, below the verifier's range.
+    stored = guarded.Store(
+        cache_pb2.StoreRequest(
+            query="How do I cancel my subscription?",
+            scope=ACME,
+            answer="Open billing and choose cancel.",
+            finish_reason="stop",
+        )
+    )
+    assert stored.stored
+
+    response = guarded.Lookup(
+        cache_pb2.LookupRequest(
+            query="Renew my subscription", scope=ACME, min_similarity=0.7
+        )
+    )
+
+    assert not response.hit
+    assert 0.7 <= response.similarity < 0.8
