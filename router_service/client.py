@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -55,7 +56,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-cache", action="store_true", help="bypass the cache")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="deadline in seconds (default: 60)"
+        "--timeout",
+        type=_positive_seconds,
+        default=60.0,
+        help="deadline of the request in seconds, greater than 0 (default: 60)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the response as JSON"
@@ -66,6 +70,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="connect with TLS and trust this CA certificate (PEM)",
     )
     return parser.parse_args(argv)
+
+
+def _positive_seconds(text: str) -> float:
+    """Parse a deadline for argparse; reject what would fail every request."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds; got {text!r}. Example: --timeout 30"
+        ) from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds greater than 0; got {text}. A deadline "
+            "of 0 or less expires before the router can answer. Example: --timeout 30"
+        )
+    return seconds
 
 
 def _table(response: router_pb2.RouteResponse) -> Table:

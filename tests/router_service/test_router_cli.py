@@ -138,6 +138,19 @@ async def test_client_reports_invalid_argument(
     assert "query" in error
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "soon"])
+def test_client_rejects_bad_timeout(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        client.main(["hello", "--target", "127.0.0.1:1", f"--timeout={timeout}"])
+    error = capsys.readouterr().err
+
+    assert exited.value.code == 2
+    assert "argument --timeout: must be a number of seconds" in error
+    assert "Example: --timeout 30" in error
+
+
 def test_client_rejects_missing_ca_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,6 +244,29 @@ def test_main_rejects_garbage_certificate(tmp_path: Path) -> None:
     assert process.returncode == 2
     assert b"security.tls_cert_file must contain a PEM certificate" in stderr
     assert b"Failed to bind" not in stderr
+
+
+def test_main_rejects_missing_classifier_artifact(tmp_path: Path) -> None:
+    empty = tmp_path / "no-artifact"
+    empty.mkdir()
+    config = tmp_path / "router.toml"
+    config.write_text(
+        SIMULATOR_CONFIG.format(cache_port=1)
+        + f"\n[classifier]\nartifact_dir = '{empty}'\n",
+        encoding="utf-8",
+    )
+    process = run_router(config, tmp_path / "port")
+    _, stderr = process.communicate(timeout=60)
+    lines = [json.loads(line) for line in stderr.decode().splitlines()]
+    failures = [line for line in lines if line["event"] == "startup_failed"]
+
+    assert process.returncode == 1
+    assert len(failures) == 1
+    assert f"classifier.artifact_dir {empty} has no usable" in failures[0]["error"]
+    assert "make train" in failures[0]["error"]
+    assert "server_started" not in [line["event"] for line in lines]
+    assert "Traceback" not in stderr.decode()
+    assert not (tmp_path / "port").exists()
 
 
 def wait_for_port(path: Path, process: subprocess.Popen[bytes]) -> int:
