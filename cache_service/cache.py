@@ -41,6 +41,9 @@ from cache_service.settings import CacheSettings
 from cache_service.vector_index import PartitionedIndex
 
 logger = logging.getLogger(__name__)
+# A load that deletes at least this many entries, and at least half of the
+# store, logs a warning.
+_LOUD_DROP_MIN = 100
 
 # Missed queries whose vectors are kept for the Store that follows a miss. A Store
 # normally arrives within one model call, so a few hundred cover the calls in
@@ -460,6 +463,24 @@ class SemanticCache:
                 "evicted": len(evicted),
             },
         )
+        dropped = len(expired) + len(evicted)
+        if dropped >= _LOUD_DROP_MIN and dropped * 2 >= dropped + len(self._entries):
+            # A lowered TTL or max_entries, even a typo, deletes for good.
+            logger.warning(
+                "entries_deleted_on_load",
+                extra={
+                    "expired": len(expired),
+                    "evicted": len(evicted),
+                    "kept": len(self._entries),
+                    "exact_ttl_s": self._settings.exact_ttl_s,
+                    "semantic_ttl_s": self._settings.semantic_ttl_s,
+                    "max_entries": self._settings.max_entries,
+                    "hint": "check exact_ttl_s, semantic_ttl_s and max_entries; "
+                    "a snapshot taken "
+                    "before the restart can be restored with `python -m "
+                    "cache_service restore`",
+                },
+            )
 
     def _eviction_candidates(
         self, incoming: CacheEntry | None, leaving: list[int]

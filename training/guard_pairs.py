@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,13 @@ def embed_pairs(
             return EmbeddedPairs(dataset, pairs, stored["first"], stored["second"])
 
     logger.info("embedding_pairs", extra={"dataset": dataset, "pairs": len(pairs)})
+    # The first run embeds for minutes, so say so on the terminal.
+    print(
+        f"embedding {len(pairs):,} {dataset} pairs; the vectors are cached in "
+        f"{cache_dir} for later runs",
+        file=sys.stderr,
+        flush=True,
+    )
     first = embedder.embed([pair.first for pair in pairs])
     second = embedder.embed([pair.second for pair in pairs])
     cache_dir.mkdir(parents=True, exist_ok=True)

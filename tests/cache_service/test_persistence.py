@@ -207,3 +207,45 @@ def test_data_dir_that_is_a_file_is_reported(tmp_path: Path) -> None:
     not_a_folder.write_text("")
     with pytest.raises(StorageError, match="failed to open the cache database"):
         SqliteEntryStore.open(not_a_folder, "fake-64", 64)
+
+
+def test_restart_that_deletes_most_entries_warns(
+    tmp_path: Path,
+    fake_embedder: FakeEmbedder,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = _open_cache(tmp_path, fake_embedder, clock)
+    for number in range(120):
+        _store(cache, f"question {number}")
+    cache.close()
+    clock.advance(10)
+
+    with caplog.at_level("WARNING", logger="cache_service.cache"):
+        reopened = _open_cache(
+            tmp_path, fake_embedder, clock, exact_ttl_s=3.0, semantic_ttl_s=3.0
+        )
+
+    (record,) = [r for r in caplog.records if r.msg == "entries_deleted_on_load"]
+    assert record.expired == 120  # type: ignore[attr-defined]
+    assert record.exact_ttl_s == 3.0  # type: ignore[attr-defined]
+    assert "restore" in record.hint  # type: ignore[attr-defined]
+    assert reopened.stats().entries == 0
+    reopened.close()
+
+
+def test_restart_that_deletes_few_entries_stays_quiet(
+    tmp_path: Path,
+    fake_embedder: FakeEmbedder,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = _open_cache(tmp_path, fake_embedder, clock)
+    for number in range(5):
+        _store(cache, f"question {number}")
+    cache.close()
+
+    with caplog.at_level("WARNING", logger="cache_service.cache"):
+        _open_cache(tmp_path, fake_embedder, clock, max_entries=2).close()
+
+    assert not [r for r in caplog.records if r.msg == "entries_deleted_on_load"]
