@@ -51,6 +51,39 @@ def _write_port_file(path: Path, port: int) -> None:
     temporary.replace(path)
 
 
+def _classifier_artifact_problem(directory: Path | None) -> str | None:
+    """Return why the configured classifier artifact cannot load, or None.
+
+    Reads only the manifest and checks that the model file exists, so it is
+    fast. The server still loads and verifies the model file itself.
+    """
+    from router_service.classifier import (
+        MODEL_FILE,
+        RETRAIN_HINT,
+        ClassifierArtifactError,
+        default_artifact_dir,
+        read_manifest,
+    )
+
+    folder = directory or default_artifact_dir()
+    try:
+        read_manifest(folder)
+        if not (folder / MODEL_FILE).is_file():
+            raise ClassifierArtifactError(
+                f"classifier model file {folder / MODEL_FILE} is missing. "
+                f"{RETRAIN_HINT}"
+            )
+    except ClassifierArtifactError as error:
+        if directory is None:
+            return f"the committed classifier artifact cannot load: {error}"
+        return (
+            f"classifier.artifact_dir {directory} has no usable artifact: {error} "
+            "Or leave [classifier] artifact_dir (and QUERYGATE_ROUTER_CLASSIFIER_DIR) "
+            "empty to use the committed artifact."
+        )
+    return None
+
+
 async def _serve(settings: RouterSettings, port_file: Path | None) -> int:
     running = await create_server(settings)
     if port_file is not None:
@@ -96,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             "backends": {n: m.backend for n, m in settings.models.items()},
         },
     )
+    # Checked before binding, so a wrong folder fails before server_started.
+    problem = _classifier_artifact_problem(settings.classifier_artifact_dir)
+    if problem is not None:
+        logger.error("startup_failed", extra={"error": problem})
+        return 1
     try:
         return asyncio.run(_serve(settings, args.port_file))
     except ConfigError as error:

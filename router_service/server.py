@@ -302,10 +302,22 @@ async def _load_classifier(
         running.load_error = error
         if running.health_checks is not None:
             running.health_checks.record_load_failure(error)
-        logger.exception("classifier_load_failed")
+        _log_load_failure(error, artifact_dir)
         running._ready.set()
         return
     await _classifier_ready(running, classifier)
+
+
+def _log_load_failure(error: Exception, artifact_dir: Path | None) -> None:
+    """Log why the classifier failed to load, with a traceback only if unexpected."""
+    from router_service.classifier import ClassifierArtifactError
+
+    fields = {"error": str(error), "artifact_dir": str(artifact_dir or "")}
+    if isinstance(error, ClassifierArtifactError):
+        # The message names the file and the fix, so a traceback adds nothing.
+        logger.error("classifier_load_failed", extra=fields)
+    else:
+        logger.exception("classifier_load_failed", extra=fields)
 
 
 async def _watch_classifier(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.backends import CompletionRequest, build_backend
+from router_service.classifier import MODEL_FILE, default_artifact_dir
 from router_service.server import RunningServer, create_server
 from router_service.testing import FakeCache, FakeClassifier, settings_for_tests
 
@@ -193,6 +195,29 @@ async def test_failed_classifier_load_keeps_not_serving() -> None:
         await running.stop(grace_s=0.5)
 
     assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_altered_artifact_logs_without_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    artifact = tmp_path / "artifact"
+    shutil.copytree(default_artifact_dir(), artifact)
+    (artifact / MODEL_FILE).write_bytes(b"not a skops file")
+
+    running = await create_server(
+        settings_for_tests(classifier_artifact_dir=artifact), cache=FakeCache()
+    )
+    try:
+        with pytest.raises(RuntimeError, match="failed to load"):
+            await running.wait_until_serving(timeout_s=30)
+    finally:
+        await running.stop(grace_s=0.5)
+    failures = [r for r in caplog.records if r.message == "classifier_load_failed"]
+
+    assert len(failures) == 1
+    assert "does not match the SHA-256" in failures[0].error  # type: ignore[attr-defined]
+    assert failures[0].artifact_dir == str(artifact)  # type: ignore[attr-defined]
+    assert failures[0].exc_info is None
 
 
 class ExplodingBackend:
