@@ -25,6 +25,43 @@ DEFAULT_MAX_CONVERSATION_CHARS = 100_000
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
+# max_tokens is an int32 in both APIs, so a larger limit could never be reached.
+MAX_INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class SettingBounds:
+    """The accepted range of a limit setting, and advice shown when it is outside."""
+
+    minimum: int
+    maximum: int
+    advice: str
+
+
+# Bounds of the limit settings that both services share. Each value is checked
+# once at startup, in the settings of each service.
+LIMIT_SETTING_BOUNDS = {
+    "max_output_tokens": SettingBounds(
+        1,
+        MAX_INT32,
+        "The maximum is the largest value of the int32 max_tokens field. The "
+        f"default is {DEFAULT_MAX_OUTPUT_TOKENS}.",
+    ),
+    "max_message_bytes": SettingBounds(
+        64 * 1024,
+        1024**3,
+        "Below 64 KiB, ordinary requests with a long answer fail with "
+        f"RESOURCE_EXHAUSTED. The default is {DEFAULT_MAX_MESSAGE_BYTES} (4 MiB).",
+    ),
+    "max_metadata_bytes": SettingBounds(
+        4 * 1024,
+        1024**2,
+        "Below 4 KiB, gRPC's own headers and an API key may not fit. The default "
+        f"is {DEFAULT_MAX_METADATA_BYTES} (16 KiB).",
+    ),
+}
+
+
 # Control characters (Unicode category Cc, which is exactly U+0000-U+001F and
 # U+007F-U+009F) other than tab, newline and carriage return. A query with one of
 # them, such as NUL or ESC, is rejected.
@@ -117,6 +154,18 @@ def identifier_character_rule(value: str) -> str | None:
 def _is_visible(character: str) -> bool:
     return not character.isspace() and (
         unicodedata.category(character) not in _INVISIBLE_CATEGORIES
+    )
+
+
+def limit_setting_violation(name: str, value: int) -> Violation | None:
+    """Return the rule that a setting named in LIMIT_SETTING_BOUNDS breaks, or None."""
+    bounds = LIMIT_SETTING_BOUNDS[name]
+    if bounds.minimum <= value <= bounds.maximum:
+        return None
+    return Violation(
+        name,
+        f"must be between {bounds.minimum} and {bounds.maximum}; got {value}",
+        bounds.advice,
     )
 
 

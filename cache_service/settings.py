@@ -264,6 +264,18 @@ def _check_positive(settings: CacheSettings) -> None:
         )
 
 
+def _check_limit_bounds(settings: CacheSettings) -> None:
+    for name in request_limits.LIMIT_SETTING_BOUNDS:
+        violation = request_limits.limit_setting_violation(
+            name, getattr(settings, name)
+        )
+        if violation is not None:
+            raise SettingsError(
+                f"{name} {violation.rule}. {violation.fix} Set {env_name(name)} or "
+                f"the '{name}' key."
+            )
+
+
 def _check_address(settings: CacheSettings) -> None:
     host, _, port = settings.address.rpartition(":")
     _require(
@@ -397,6 +409,7 @@ def _check_pem_contents(settings: CacheSettings) -> None:
 _CHECKS: tuple[Callable[[CacheSettings], None], ...] = (
     _check_similarity,
     _check_positive,
+    _check_limit_bounds,
     _check_address,
     _check_logging,
     _check_embedding_backend,

@@ -430,6 +430,11 @@ class RouterSettings:
             "max_metadata_bytes",
         ):
             _require_positive(f"server.{name}", getattr(self, name), "")
+        for name in request_limits.LIMIT_SETTING_BOUNDS:
+            value = getattr(self, name)
+            violation = request_limits.limit_setting_violation(name, value)
+            if violation is not None:
+                raise ConfigError(f"server.{name} {violation.rule}. {violation.fix}")
         problem = auth_setting_problem(
             self.address,
             self.security.auth,

@@ -102,6 +102,53 @@ def test_fractional_integer_setting_is_rejected(tmp_path: Path) -> None:
         CacheSettings.load({}, config)
 
 
+def test_tiny_message_limit_from_environment_is_rejected() -> None:
+    with pytest.raises(
+        SettingsError,
+        match=r"max_message_bytes must be between 65536 and 1073741824; got 10\. "
+        r"Below 64 KiB, ordinary requests .* Set QUERYGATE_CACHE_MAX_MESSAGE_BYTES",
+    ):
+        CacheSettings.load({"QUERYGATE_CACHE_MAX_MESSAGE_BYTES": "10"})
+
+
+def test_output_tokens_above_int32_in_toml_is_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "cache.toml"
+    config.write_text("max_output_tokens = 100000000000\n")
+    with pytest.raises(
+        SettingsError,
+        match=r"max_output_tokens must be between 1 and 2147483647; got "
+        r"100000000000\. The maximum is the largest value of the int32",
+    ):
+        CacheSettings.load({}, config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        pytest.param(
+            "max_metadata_bytes", 4095, "4096 and 1048576; got 4095", id="meta-low"
+        ),
+        pytest.param("max_metadata_bytes", 2**20 + 1, "got 1048577", id="meta-high"),
+        pytest.param("max_message_bytes", 2**30 + 1, "got 1073741825", id="msg-high"),
+    ],
+)
+def test_limit_outside_bounds_is_rejected(name: str, value: int, rule: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be between .*{rule}"):
+        CacheSettings(**{name: value})  # type: ignore[arg-type]
+
+
+def test_limits_at_their_bounds_are_accepted() -> None:
+    lowest = CacheSettings(
+        max_message_bytes=65536, max_metadata_bytes=4096, max_output_tokens=1
+    )
+    highest = CacheSettings(
+        max_message_bytes=2**30, max_metadata_bytes=2**20, max_output_tokens=2**31 - 1
+    )
+
+    assert lowest.max_message_bytes == 65536
+    assert highest.max_output_tokens == 2**31 - 1
+
+
 def test_unknown_toml_key_lists_valid_keys(tmp_path: Path) -> None:
     config = tmp_path / "cache.toml"
     config.write_text("min_cosine = 0.9\n")

@@ -133,6 +133,23 @@ def with_change(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("cache", "timeout_s"), -0.5, r"cache\.timeout_s must be greater than 0"),
         (("resilience", "max_attempts"), 0, r"resilience\.max_attempts"),
         (("server", "max_query_chars"), True, r"server\.max_query_chars must be"),
+        (
+            ("server", "max_output_tokens"),
+            100_000_000_000,
+            r"server\.max_output_tokens must be between 1 and 2147483647; got "
+            r"100000000000\. The maximum is the largest value of the int32",
+        ),
+        (
+            ("server", "max_message_bytes"),
+            10,
+            r"server\.max_message_bytes must be between 65536 and 1073741824; "
+            r"got 10\. Below 64 KiB",
+        ),
+        (
+            ("server", "max_metadata_bytes"),
+            2**20 + 1,
+            r"server\.max_metadata_bytes must be between 4096 and 1048576",
+        ),
         (("surprise",), {}, r"surprise is not a known setting"),
     ],
     ids=lambda value: str(value)[:40] if isinstance(value, str) else None,
