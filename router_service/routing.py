@@ -55,12 +55,15 @@ from router_service.prompt_tokens import (
     PromptCounter,
     load_prompt_counter,
 )
+from router_service.replica_flight import RedisSingleFlight, flight_digest
 from router_service.resilience import CircuitBreaker, call_with_retries
 from router_service.settings import TIERS, ModelSettings, RouterSettings
 from router_service.single_flight import SingleFlight, flight_key
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# A miss's answer with its cache entry id, or another replica's stored answer.
+MissOutcome = tuple[ModelAnswer, str] | CacheHit
 
 
 class TierPredictionLike(Protocol):
@@ -134,6 +137,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         accounting: RequestAccounting | None = None,
         metrics: RouterMetrics | None = None,
+        replica_flights: RedisSingleFlight[ModelAnswer, CacheHit] | None = None,
     ) -> None:
         self._settings = settings
         self._backends = backends
@@ -142,7 +146,8 @@ class Router:
         self._classifier: TierClassifier | None = None
         self._accounting = accounting
         self._metrics = metrics
-        self._flights: SingleFlight[tuple[ModelAnswer, str]] = SingleFlight(clock)
+        self._flights: SingleFlight[MissOutcome] = SingleFlight(clock)
+        self._replica_flights = replica_flights
         self._prompt_counters: dict[str, PromptCounter] = {
             name: load_prompt_counter(model.tokenizer, f"models.{name}.tokenizer")
             for name, model in settings.models.items()
@@ -233,7 +238,7 @@ class Router:
             return await self._record(query, result)
 
         try:
-            answer, entry_id, shared = await self._answer_miss(
+            outcome, shared = await self._answer_miss(
                 query, status, tier, deadline, request_id
             )
         except NoModelAvailableError:
@@ -245,13 +250,22 @@ class Router:
             return await self._record(query, degraded)
 
         elapsed_ms = self._elapsed_ms(started)
-        if shared:
+        if isinstance(outcome, CacheHit):
+            result = result_from_hit(
+                self._settings,
+                outcome,
+                CacheStatus.SHARED,
+                tier,
+                request_id,
+                elapsed_ms,
+            )
+        elif shared:
             result = result_from_shared(
-                self._settings, answer, entry_id, request_id, elapsed_ms
+                self._settings, *outcome, request_id, elapsed_ms
             )
         else:
             result = result_from_answer(
-                self._settings, answer, status, entry_id, request_id, elapsed_ms
+                self._settings, outcome[0], status, outcome[1], request_id, elapsed_ms
             )
         return await self._record(query, result)
 
@@ -262,12 +276,15 @@ class Router:
         tier: str,
         deadline: float | None,
         request_id: str,
-    ) -> tuple[ModelAnswer, str, bool]:
+    ) -> tuple[MissOutcome, bool]:
         """Call the model chain and store the answer, sharing identical calls.
 
-        Returns the answer, its cache entry id ("" when not stored) and whether
-        a concurrent identical request made the call. A request that bypasses
-        the cache never shares, because its caller asked for a fresh answer.
+        Returns the answer with its cache entry id ("" when not stored), or
+        the cached answer that another replica stored, and whether a
+        concurrent identical request of this router made the call. A request
+        that bypasses the cache never shares, because its caller asked for a
+        fresh answer. Replicas share only after a plain cache miss, because
+        otherwise the answer cannot be read back from the cache.
         """
 
         async def call_and_store() -> tuple[ModelAnswer, str]:
@@ -276,15 +293,34 @@ class Router:
 
         wait_s = self._settings.cache.single_flight_wait_s
         if status is CacheStatus.BYPASSED or wait_s <= 0:
-            answer, entry_id = await call_and_store()
-            return answer, entry_id, False
+            return await call_and_store(), False
         wait_until = self._clock() + wait_s
         if deadline is not None:
             wait_until = min(wait_until, deadline)
-        (answer, entry_id), shared = await self._flights.run(
-            flight_key(query, tier), call_and_store, wait_until
-        )
-        return answer, entry_id, shared
+        compute: Callable[[], Awaitable[MissOutcome]] = call_and_store
+        replica_flights = self._replica_flights
+        if replica_flights is not None and status is CacheStatus.MISS:
+
+            async def share_across_replicas() -> MissOutcome:
+                return await replica_flights.run(
+                    flight_digest(query, tier),
+                    call_and_store,
+                    lambda: self._exact_hit(query),
+                    wait_until,
+                )
+
+            compute = share_across_replicas
+        return await self._flights.run(flight_key(query, tier), compute, wait_until)
+
+    async def _exact_hit(self, query: RouteQuery) -> CacheHit | None:
+        """Return the cache's exact-layer answer to `query`, or None."""
+        if self._cache is None:
+            return None
+        try:
+            hit = await self._cache.lookup(query.query, query.cache_scope())
+        except CacheUnavailableError:
+            return None
+        return hit if hit is not None and hit.layer == "exact" else None
 
     async def _record(self, query: RouteQuery, result: RouteResult) -> RouteResult:
         """Account for a finished request and return its result unchanged."""

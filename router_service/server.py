@@ -28,6 +28,7 @@ from cache_service.server_port import (
     bind_port,
     start_metrics_http,
 )
+from router_service.accounting import ModelAnswer
 from router_service.auth import RouterRequestGuard, load_key_store
 from router_service.backends import ModelBackend, build_backend
 from router_service.bookkeeping import RequestAccounting
@@ -38,13 +39,14 @@ from router_service.classifier_reload import (
     ClassifierLoader,
     ClassifierReloader,
 )
-from router_service.domain import SemanticCache
+from router_service.domain import CacheHit, SemanticCache
 from router_service.feedback import AnswerFeedback
 from router_service.health_checks import RouterHealth, monitor_health
 from router_service.ledger import CostLedger
 from router_service.ledger_backup import LedgerSnapshotWriter
 from router_service.metrics import RouterMetrics
 from router_service.quotas import RequestQuotas
+from router_service.replica_flight import RedisSingleFlight
 from router_service.routing import TierClassifier
 from router_service.rpc_telemetry import RpcTelemetryInterceptor
 from router_service.servicer import RouterServicer
@@ -82,6 +84,7 @@ class RunningServer:
     health_checks: RouterHealth | None = None
     health_check_interval_s: float = 5.0
     monitor: asyncio.Task[None] | None = None
+    replica_flights: RedisSingleFlight[ModelAnswer, CacheHit] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -114,6 +117,8 @@ class RunningServer:
             await backend.aclose()
         if self.cache_client is not None:
             await self.cache_client.close()
+        if self.replica_flights is not None:
+            await self.replica_flights.aclose()
         if self.health_checks is not None:
             await self.health_checks.aclose()
         self.ledger.close()
@@ -174,12 +179,17 @@ async def create_server(
             extra={"remedy": "set [ledger] path to keep costs across restarts"},
         )
     quotas = RequestQuotas(settings.limits, ledger)
+    redis_uri = settings.single_flight_redis_uri()
+    replica_flights: RedisSingleFlight[ModelAnswer, CacheHit] | None = (
+        RedisSingleFlight.from_uri(redis_uri) if redis_uri else None
+    )
     router = StreamingRouter(
         settings,
         backends,
         cache,
         accounting=RequestAccounting(ledger, quotas, metrics),
         metrics=metrics,
+        replica_flights=replica_flights,
     )
 
     feedback = AnswerFeedback(cache, ledger, metrics, settings.max_tenant_chars)
@@ -228,6 +238,7 @@ async def create_server(
         server, port, router, health_servicer, backends, cache_client, metrics, ledger
     )
     running.health_checks = health_checks
+    running.replica_flights = replica_flights
     running.health_check_interval_s = settings.health_check_interval_s
     if settings.metrics_address:
         try:
@@ -245,6 +256,7 @@ async def create_server(
             "port": port,
             "cache_target": settings.cache.target,
             "models": ",".join(settings.models),
+            "single_flight": "replicas" if replica_flights else "process",
         },
     )
     if classifier is not None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import limits
 
@@ -33,6 +34,24 @@ def _require(condition: bool, name: str, rule: str, value: Any, fix: str) -> Non
 
 def _require_positive(name: str, value: float, fix: str) -> None:
     _require(value > 0, name, "must be greater than 0", value, fix)
+
+
+def _without_password(uri: str) -> str:
+    """Return `uri` with the password part of its user info replaced by ***."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _has_valid_port(uri: str) -> bool:
+    try:
+        port = urlsplit(uri).port
+    except ValueError:
+        return False
+    return port is None or port >= 0
 
 
 def _require_address(name: str, value: str) -> None:
@@ -137,6 +156,10 @@ class CacheSettings:
     # before calling the model itself; 0 turns single-flight off. The default
     # matches the default model timeout_s.
     single_flight_wait_s: float = 30.0
+    # Redis server through which router replicas share those model calls.
+    # Empty uses limits.storage_uri when that is a Redis URI; memory:// shares
+    # within this router process only.
+    single_flight_redis_uri: str = ""
     # The router's API key for the cache service: the name of an environment
     # variable, or a file whose first line is the key. Empty sends no key.
     api_key_env: str = ""
@@ -182,6 +205,25 @@ class CacheSettings:
             "must be 0 or more seconds",
             self.single_flight_wait_s,
             "Use about one model timeout, or 0 to turn single-flight off.",
+        )
+        _require(
+            self.single_flight_redis_uri == ""
+            or self.single_flight_redis_uri.startswith(
+                ("memory://", "redis://", "rediss://")
+            ),
+            "cache.single_flight_redis_uri",
+            "must be empty or start with memory://, redis:// or rediss://",
+            _without_password(self.single_flight_redis_uri),
+            "Use redis://HOST:PORT to share model calls among router replicas, "
+            "memory:// to share them within one router, or leave it empty to "
+            "follow limits.storage_uri.",
+        )
+        _require(
+            _has_valid_port(self.single_flight_redis_uri),
+            "cache.single_flight_redis_uri",
+            "must have a port number between 0 and 65535",
+            _without_password(self.single_flight_redis_uri),
+            "Fix the port, as in redis://127.0.0.1:6379.",
         )
 
 
@@ -478,6 +520,17 @@ class RouterSettings:
             max_conversation_chars=self.max_conversation_chars,
             max_output_tokens=self.max_output_tokens,
         )
+
+    def single_flight_redis_uri(self) -> str:
+        """Return the Redis URI that replicas share model calls through, or "".
+
+        `cache.single_flight_redis_uri` wins; when it is empty, a Redis
+        `limits.storage_uri` is used. Single-flight turned off shares nothing.
+        """
+        uri = self.cache.single_flight_redis_uri or self.limits.storage_uri
+        if self.cache.single_flight_wait_s <= 0:
+            return ""
+        return uri if uri.startswith(("redis://", "rediss://")) else ""
 
     def primary_model(self, tier: str) -> ModelSettings:
         """Return the first model configured for `tier`."""

@@ -10,8 +10,9 @@ caller's error or waits on a call that will never finish.
 NOTE: a failure that repeats for every caller, such as a content refusal, still
 costs one call per request, made one after another.
 
-Flights live in one event loop of one router process, so replicas do not share
-calls with each other.
+Flights live in one event loop of one router process. With a Redis server
+configured, `router_service.replica_flight` also shares each leader's call with
+the other router replicas.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from cache_service.normalize import normalize_query
-from router_service.domain import RouteQuery
+from router_service.domain import CacheScope, RouteQuery
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +37,7 @@ class _LeaderFailed:
 _LEADER_FAILED = _LeaderFailed()
 
 
-def flight_key(query: RouteQuery, tier: str) -> Hashable:
+def flight_key(query: RouteQuery, tier: str) -> tuple[CacheScope, str, str]:
     """Return the key under which identical requests share a model call.
 
     Two requests share a call when their cache scope (tenant, pinned tier or
