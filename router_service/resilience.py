@@ -27,6 +27,7 @@ from router_service.errors import (
     CircuitOpenError,
     ModelCallError,
     ModelResponseError,
+    ModelTimeoutError,
 )
 from router_service.settings import ResilienceSettings
 
@@ -125,11 +126,14 @@ class CircuitBreaker:
             self._set_state(BreakerState.OPEN)
 
     @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
+    async def guard(self, *, deadline_clipped: bool = False) -> AsyncIterator[None]:
         """Wrap one call: reject it when open, record its outcome otherwise.
 
         Only failures that say the model is unhealthy (retryable ones and
-        invalid responses) count; a 4xx caused by the request does not.
+        invalid responses) count; a 4xx caused by the request does not. Set
+        `deadline_clipped` when the caller's deadline cut the call's timeout
+        below the model's own `timeout_s`: a timeout then records no outcome,
+        like a call that the caller cancelled.
 
         Raises:
             CircuitOpenError: the breaker is open or has no free probe slot.
@@ -138,7 +142,7 @@ class CircuitBreaker:
         try:
             yield
         except ModelCallError as error:
-            if _counts_against_model(error):
+            if _counts_against_model(error, deadline_clipped):
                 self.record_failure()
             raise
         else:
@@ -148,7 +152,10 @@ class CircuitBreaker:
                 self._probes_in_flight = max(0, self._probes_in_flight - 1)
 
 
-def _counts_against_model(error: ModelCallError) -> bool:
+def _counts_against_model(error: ModelCallError, deadline_clipped: bool) -> bool:
+    if deadline_clipped and isinstance(error, ModelTimeoutError):
+        # The caller's short deadline, not a slow model, ended this call.
+        return False
     return error.retryable or isinstance(error, ModelResponseError)
 
 

@@ -474,7 +474,7 @@ class Router:
                 temperature=query.temperature,
                 max_tokens=query.max_tokens,
             )
-            async with breaker.guard():
+            async with breaker.guard(deadline_clipped=remaining_s < model.timeout_s):
                 return await backend.complete(request)
 
         def count_failed(error: ModelCallError) -> None:

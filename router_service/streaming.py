@@ -126,7 +126,7 @@ class StreamingRouter(Router):
                 temperature=query.temperature,
                 max_tokens=query.max_tokens,
             )
-            async with breaker.guard():
+            async with breaker.guard(deadline_clipped=remaining_s < model.timeout_s):
                 stream = backend.stream(request)
                 try:
                     first = await anext(stream)
@@ -171,6 +171,8 @@ class StreamingRouter(Router):
             return
         except ModelCallError as error:
             # The stream broke after text was sent, so the model counts as failing.
+            # NOTE: this includes a read timeout that the caller's deadline cut
+            # short, which `breaker.guard` does not count when opening a stream.
             if error.retryable or isinstance(error, ModelResponseError):
                 self.breakers[model.name].record_failure()
             raise
