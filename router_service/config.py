@@ -30,6 +30,7 @@ _SERVER_KEYS = {
     "max_tenant_chars": int,
     "max_output_tokens": int,
     "metrics_address": str,
+    "metrics_max_tenants": int,
     "health_check_interval_s": float,
     "max_system_prompt_chars": int,
     "max_conversation_turns": int,

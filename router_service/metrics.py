@@ -1,13 +1,15 @@
 """Prometheus metrics of the router, registered on a registry the caller owns.
 
 Series count: the tenant label (tokens, cost and baseline cost) adds series per
-tenant and model, so the number of tenants bounds the size of a scrape. Every other
-label takes values from the configuration or from fixed sets.
+tenant and model. Only the first `max_tenants` distinct tenants get their own label
+value; later ones are counted under OTHER_TENANTS, so a scrape stays bounded. Every
+other label takes values from the configuration or from fixed sets.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +20,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from router_service.domain import FeedbackRating, RouteQuery, RouteResult
 from router_service.resilience import BreakerState
+
+logger = logging.getLogger(__name__)
 
 # Seconds. Dense below 1 s for cache hits, and around 5 s, the latency alert's bound.
 RPC_LATENCY_BUCKETS_S = (
@@ -40,6 +44,46 @@ ACTIVE_WINDOW_S = 24 * 3600.0
 # Tenants or users remembered per window. Beyond this the least recently seen are
 # forgotten, so the active counts stop growing at this value.
 MAX_TRACKED_SUBJECTS = 100_000
+DEFAULT_MAX_TENANTS = 100
+# Tenant label value shared by every tenant beyond the first `max_tenants`.
+OTHER_TENANTS = "_other"
+
+
+class TenantLabels:
+    """Tenant label values: the first `max_tenants` distinct tenants keep their own.
+
+    Every later tenant maps to OTHER_TENANTS for the life of the process, so the
+    number of tenant series cannot grow without bound. The first overflow logs
+    one WARNING. NOTE: a tenant whose id is "_other" shares that series.
+    """
+
+    def __init__(self, max_tenants: int) -> None:
+        self._max_tenants = max_tenants
+        self._labelled: set[str] = set()
+        self._overflowed = False
+        self._lock = threading.Lock()
+
+    def label(self, tenant: str) -> str:
+        """Return the label value under which `tenant` is counted."""
+        with self._lock:
+            if tenant in self._labelled:
+                return tenant
+            if len(self._labelled) < self._max_tenants:
+                self._labelled.add(tenant)
+                return tenant
+            first_overflow = not self._overflowed
+            self._overflowed = True
+        if first_overflow:
+            logger.warning(
+                "metrics_tenant_limit_reached",
+                extra={
+                    "max_tenants": self._max_tenants,
+                    "label": OTHER_TENANTS,
+                    "remedy": "raise [server] metrics_max_tenants if the series "
+                    "fit in Prometheus; the ledger keeps exact costs per tenant",
+                },
+            )
+        return OTHER_TENANTS
 
 
 class RecentlySeen:
@@ -91,8 +135,10 @@ class RouterMetrics:
         registry: CollectorRegistry | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        max_tenants: int = DEFAULT_MAX_TENANTS,
     ) -> None:
         self.registry = registry or CollectorRegistry()
+        self._tenant_labels = TenantLabels(max_tenants)
         self._define_rpc_metrics()
         self._define_model_metrics()
         self._define_cost_metrics()
@@ -249,10 +295,11 @@ class RouterMetrics:
         self.route_duration.labels(str(result.cache_status)).observe(
             result.latency_ms / 1000.0
         )
-        self.tokens.labels(query.tenant, model, "input").inc(result.input_tokens)
-        self.tokens.labels(query.tenant, model, "output").inc(result.output_tokens)
-        self.cost_usd.labels(query.tenant, model).inc(result.cost_usd)
-        self.baseline_cost_usd.labels(query.tenant).inc(result.baseline_cost_usd)
+        tenant = self._tenant_labels.label(query.tenant)
+        self.tokens.labels(tenant, model, "input").inc(result.input_tokens)
+        self.tokens.labels(tenant, model, "output").inc(result.output_tokens)
+        self.cost_usd.labels(tenant, model).inc(result.cost_usd)
+        self.baseline_cost_usd.labels(tenant).inc(result.baseline_cost_usd)
         self.savings_usd.inc(result.baseline_cost_usd - result.cost_usd)
 
     def observe_rpc(self, method: str, code: str, duration_s: float) -> None:

@@ -171,7 +171,7 @@ async def create_server(
             api_key=cache_api_key(settings.cache),
         )
         cache = cache_client
-    metrics = RouterMetrics()
+    metrics = RouterMetrics(max_tenants=settings.metrics_max_tenants)
     ledger = CostLedger(settings.ledger_path)
     if settings.ledger_path is None:
         logger.warning(

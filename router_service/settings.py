@@ -434,6 +434,9 @@ class RouterSettings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
     metrics_address: str = ""
+    # Tenants with their own label value on the cost and token metrics; later
+    # tenants are counted under "_other", so the number of series stays bounded.
+    metrics_max_tenants: int = 100
     # Seconds between background re-runs of the classifier and ledger checks.
     health_check_interval_s: float = 5.0
     log_format: str = "text"
@@ -447,6 +450,13 @@ class RouterSettings:
         )
         if self.metrics_address:
             _require_address("server.metrics_address", self.metrics_address)
+        _require(
+            self.metrics_max_tenants >= 0,
+            "server.metrics_max_tenants",
+            "must be 0 or more",
+            self.metrics_max_tenants,
+            "Typical: 100. With 0 every tenant is counted under _other.",
+        )
         _require(
             self.log_format in LOG_FORMATS,
             "QUERYGATE_LOG_FORMAT",
