@@ -19,7 +19,8 @@ from cache_service.errors import SettingsError, StorageError
 from cache_service.logging_setup import configure_logging
 from cache_service.server import create_server
 from cache_service.server_port import AddressInUseError
-from cache_service.settings import CacheSettings
+from cache_service.settings import ENV_PREFIX, CacheSettings, service_env_names
+from cache_service.unknown_env import warn_unknown_variables
 
 logger = logging.getLogger("cache_service")
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid cache settings: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    warn_unknown_variables(logger, os.environ, ENV_PREFIX, service_env_names())
 
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -155,6 +155,12 @@ def env_name(field_name: str) -> str:
     return SHARED_ENV_NAMES.get(field_name, ENV_PREFIX + field_name.upper())
 
 
+def service_env_names() -> list[str]:
+    """Return every ``QUERYGATE_CACHE_*`` variable that sets a field."""
+    names = [env_name(name) for name in _public_fields()]
+    return [name for name in names if name.startswith(ENV_PREFIX)]
+
+
 def _public_fields() -> dict[str, dataclasses.Field[Any]]:
     return {item.name: item for item in dataclasses.fields(CacheSettings)}
 

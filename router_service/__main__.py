@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 from cache_service.server_port import AddressInUseError
+from cache_service.unknown_env import warn_unknown_variables
 from router_service import backup_cli
-from router_service.config import load_settings
+from router_service.config import ENV_PREFIX, known_env_variables, load_settings
 from router_service.errors import ConfigError
 from router_service.logging_setup import configure_logging
 from router_service.server import create_server
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(
         settings.log_format, os.environ.get("QUERYGATE_LOG_LEVEL", "INFO")
+    )
+    warn_unknown_variables(
+        logger, os.environ, ENV_PREFIX, known_env_variables(settings)
     )
     logger.info(
         "settings_loaded",

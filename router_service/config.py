@@ -46,6 +46,15 @@ _SECURITY_KEYS = {
     "tls_client_ca_file": str,
     "tls_client_allowed_names": list,
 }
+ENV_PREFIX = "QUERYGATE_ROUTER_"
+# Every QUERYGATE_ROUTER_* variable that settings_from_document reads.
+ENV_VARIABLES = (
+    "QUERYGATE_ROUTER_ADDRESS",
+    "QUERYGATE_ROUTER_CACHE_TARGET",
+    "QUERYGATE_ROUTER_CLASSIFIER_DIR",
+    "QUERYGATE_ROUTER_LEDGER_PATH",
+    "QUERYGATE_ROUTER_API_KEYS_FILE",
+)
 _TOP_LEVEL_SECTIONS = (
     "server",
     "cache",
@@ -119,6 +128,13 @@ def settings_from_document(
         security=_security_settings(security),
         **server,
     )
+
+
+def known_env_variables(settings: RouterSettings) -> set[str]:
+    """Return the variables that configure the router, or hold a key it reads."""
+    key_variables = {model.api_key_env for model in settings.models.values()}
+    key_variables.add(settings.cache.api_key_env)
+    return set(ENV_VARIABLES) | (key_variables - {""})
 
 
 def _security_settings(values: Mapping[str, Any]) -> SecuritySettings:
