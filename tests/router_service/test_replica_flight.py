@@ -1,4 +1,4 @@
-"""RedisSingleFlight against a real Redis server, with fake model calls."""
+"""RedisSingleFlight and the router on a real Redis server, with fake models."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from router_service.domain import RouteQuery
+from router_service.accounting import ModelAnswer
+from router_service.backends import SimulatedBackend, build_backend
+from router_service.domain import CacheHit, CacheStatus, RouteQuery
 from router_service.errors import ConfigError
 from router_service.replica_flight import KEY_PREFIX, RedisSingleFlight, flight_digest
+from router_service.routing import Router
 from router_service.settings import CacheSettings, LimitSettings
-from router_service.testing import settings_for_tests
+from router_service.testing import (
+    FakeCache,
+    FakeClassifier,
+    model_for_tests,
+    settings_for_tests,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -301,3 +309,62 @@ def test_invalid_port_message_hides_password() -> None:
 
     assert "s3cret" not in str(raised.value)
     assert "redis://:***@127.0.0.1:99999" in str(raised.value)
+
+
+def make_replica(
+    cache: FakeCache, flight: RedisSingleFlight[ModelAnswer, CacheHit]
+) -> tuple[Router, SimulatedBackend]:
+    """A router with its own simulator model, sharing `cache` and `flight`'s Redis."""
+    model = model_for_tests("only", latency_ms=CALL_S * 1000)
+    settings = settings_for_tests(
+        models={"only": model},
+        tiers={tier: ("only",) for tier in ("simple", "medium", "complex")},
+    )
+    backend = build_backend(model)
+    router = Router(settings, {"only": backend}, cache, replica_flights=flight)
+    router.attach_classifier(FakeClassifier())
+    return router, backend  # type: ignore[return-value]
+
+
+async def test_routers_share_call_through_redis(redis_uri: str) -> None:
+    cache = FakeCache()
+    flights: list[RedisSingleFlight[ModelAnswer, CacheHit]] = [
+        RedisSingleFlight.from_uri(redis_uri) for _ in range(2)
+    ]
+    replicas = [make_replica(cache, flight) for flight in flights]
+    query = RouteQuery(query="What is DNS?", tenant="acme")
+
+    results = await asyncio.gather(
+        *(replicas[i % 2][0].route(query) for i in range(10))
+    )
+
+    statuses = [result.cache_status for result in results]
+    assert sum(backend.calls for _, backend in replicas) == 1
+    assert statuses.count(CacheStatus.MISS) == 1
+    assert statuses.count(CacheStatus.SHARED) == 9
+    assert len({result.answer for result in results}) == 1
+    assert len(cache.stores) == 1
+    for flight in flights:
+        await flight.aclose()
+
+
+async def test_unavailable_cache_skips_redis(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = FakeCache(available=False)
+    flight: RedisSingleFlight[ModelAnswer, CacheHit] = RedisSingleFlight.from_uri(
+        f"redis://127.0.0.1:{closed_port()}"
+    )
+    router, backend = make_replica(cache, flight)
+    query = RouteQuery(query="What is DNS?", tenant="acme")
+
+    with caplog.at_level(logging.WARNING, logger="router_service.replica_flight"):
+        results = await asyncio.gather(*(router.route(query) for _ in range(3)))
+
+    # The answer cannot be read back from the cache, so only this router shares.
+    statuses = [result.cache_status for result in results]
+    assert statuses.count(CacheStatus.UNAVAILABLE) == 1
+    assert statuses.count(CacheStatus.SHARED) == 2
+    assert backend.calls == 1
+    assert not [r for r in caplog.records if r.name == "router_service.replica_flight"]
+    await flight.aclose()
