@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from cache_service import backup_cli
+from cache_service.backup_commands import commands_epilog
 from cache_service.errors import SettingsError, StorageError
 from cache_service.logging_setup import configure_logging
 from cache_service.server import create_server
@@ -28,8 +29,10 @@ logger = logging.getLogger("cache_service")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cache_service",
-        description="Semantic cache gRPC service. Settings come from QUERYGATE_CACHE_* "
-        "environment variables over the optional TOML file.",
+        description="Semantic cache gRPC service. Settings come from "
+        "QUERYGATE_CACHE_* environment\nvariables over the optional TOML file.",
+        epilog=commands_epilog(backup_cli.HELP),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="TOML file of cache settings")
     parser.add_argument(

@@ -22,7 +22,7 @@ from cache_service.backup_commands import (
 from cache_service.errors import BackupError, SettingsError
 from cache_service.settings import CacheSettings
 
-_HELP = BackupHelp(
+HELP = BackupHelp(
     prog="python -m cache_service",
     description="Back up or restore the cache's entry store.",
     snapshot="copy the entry store into a new file, also while serving",
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     Returns 0 on success, 1 when the backup or restore failed and 2 when the
     settings are invalid; the reason goes to standard error.
     """
-    args = parse_backup_args(argv, _HELP)
+    args = parse_backup_args(argv, HELP)
     try:
         settings = CacheSettings.load(os.environ, args.config)
     except SettingsError as error:

@@ -31,6 +31,18 @@ class BackupHelp:
     config: str
 
 
+def commands_epilog(texts: BackupHelp) -> str:
+    """Return the lines that list the backup commands below a service's own help."""
+    return (
+        "commands:\n"
+        f"  {texts.prog} snapshot [--output-dir DIR]\n"
+        f"      {texts.snapshot}\n"
+        f"  {texts.prog} restore SNAPSHOT [--force]\n"
+        f"      {texts.restore}\n"
+        f"Run '{texts.prog} snapshot --help' or '... restore --help' for the options."
+    )
+
+
 def parse_backup_args(argv: list[str], texts: BackupHelp) -> argparse.Namespace:
     """Parse ``snapshot [--output-dir DIR]`` or ``restore SNAPSHOT [--force]``.
 

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cache_service.backup_commands import commands_epilog
 from cache_service.server_port import AddressInUseError
 from cache_service.unknown_env import warn_unknown_variables
 from router_service import backup_cli
@@ -30,7 +31,10 @@ logger = logging.getLogger("router_service")
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m router_service", description="Run the Querygate router."
+        prog="python -m router_service",
+        description="Run the Querygate router.",
+        epilog=commands_epilog(backup_cli.HELP),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",

@@ -23,7 +23,7 @@ from router_service.config import load_settings
 from router_service.errors import BackupError, ConfigError
 from router_service.ledger_backup import restore_ledger, write_ledger_snapshot
 
-_HELP = BackupHelp(
+HELP = BackupHelp(
     prog="python -m router_service",
     description="Back up or restore the router's cost ledger.",
     snapshot="copy the ledger into a new file, also while routers run",
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     configuration is invalid or names no ledger file. The reason goes to
     standard error.
     """
-    args = parse_backup_args(argv, _HELP)
+    args = parse_backup_args(argv, HELP)
     try:
         settings = load_settings(args.config, os.environ)
     except ConfigError as error:

@@ -317,9 +317,27 @@ def parse_args(argv: Sequence[str] | None) -> StackOptions:
         "simulator: every model simulated, no llama.cpp server (default: local)",
     )
 
-    parser.add_argument("--router-port", type=int, default=DEFAULT_ROUTER_PORT)
-    parser.add_argument("--cache-port", type=int, default=DEFAULT_CACHE_PORT)
-    parser.add_argument("--llama-port", type=int, default=DEFAULT_LLAMA_PORT)
+    parser.add_argument(
+        "--router-port",
+        type=int,
+        default=DEFAULT_ROUTER_PORT,
+        help="127.0.0.1 port of the router's gRPC API; 0 picks a free port "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-port",
+        type=int,
+        default=DEFAULT_CACHE_PORT,
+        help="127.0.0.1 port of the cache service's gRPC API; 0 picks a free port "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--llama-port",
+        type=int,
+        default=DEFAULT_LLAMA_PORT,
+        help="127.0.0.1 port of the llama.cpp server's HTTP API (--backend local "
+        "only); 0 picks a free port (default: %(default)s)",
+    )
     parser.add_argument(
         "--llama-threads", type=int, default=2, help="CPU threads for llama.cpp"
     )

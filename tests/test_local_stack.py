@@ -17,7 +17,12 @@ import grpc
 import pytest
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
-from router_service.local_stack import LocalStack, StackOptions, StackStartError
+from router_service.local_stack import (
+    LocalStack,
+    StackOptions,
+    StackStartError,
+    parse_args,
+)
 from router_service.local_stack_config import default_router_config, write_router_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,3 +273,16 @@ def test_real_stack_starts_and_answers(tmp_path: Path) -> None:
     assert response.usage.output_tokens > 0
     assert [pid for pid in pids if _is_running(pid)] == []
     assert os.path.exists(tmp_path / "logs" / "llama.log")
+
+
+def test_help_describes_every_port_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--help"])
+    output = " ".join(capsys.readouterr().out.split())
+
+    assert exited.value.code == 0
+    assert "port of the router's gRPC API; 0 picks a free port (default: 50051)" in (
+        output
+    )
+    assert "port of the cache service's gRPC API; 0 picks a free port" in output
+    assert "port of the llama.cpp server's HTTP API (--backend local only)" in output

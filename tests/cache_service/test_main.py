@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
+
+from cache_service import __main__ as cache_main
 
 START_TIMEOUT_S = 120.0
 
@@ -213,3 +216,14 @@ def test_json_log_lines_are_all_json(tmp_path: Path) -> None:
     for line in lines:
         record = json.loads(line)
         assert "event" in record, line
+
+
+def test_help_lists_backup_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cache_main.main(["--help"])
+    output = capsys.readouterr().out
+
+    assert exited.value.code == 0
+    assert "python -m cache_service snapshot [--output-dir DIR]" in output
+    assert "python -m cache_service restore SNAPSHOT [--force]" in output
+    assert "--port-file" in output

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 from rich.console import Console
 
+from router_service import __main__ as router_main
 from router_service import client
 from router_service.server import RunningServer, create_server
 from router_service.testing import FakeCache, FakeClassifier, settings_for_tests
@@ -315,3 +316,13 @@ def test_main_serves_until_sigterm(tmp_path: Path) -> None:
     assert "server_started" in events
     assert "rpc_completed" in events
     assert "server_stopped" in events
+
+
+def test_main_help_lists_backup_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        router_main.main(["--help"])
+    output = capsys.readouterr().out
+
+    assert exited.value.code == 0
+    assert "python -m router_service snapshot [--output-dir DIR]" in output
+    assert "python -m router_service restore SNAPSHOT [--force]" in output
