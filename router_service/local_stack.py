@@ -4,8 +4,8 @@
 server on the SmolLM2 GGUF file, `python -m cache_service` and `python -m
 router_service` as child processes, waits until all three are ready and stops them
 all on Ctrl-C or SIGTERM. `LocalStack` offers the same to the replay and the tests.
-Logs, port files, cache data and the derived router config go under the run
-directory (default .run/, which git ignores).
+Logs, port files, cache data, the cost ledger, the snapshots of both and the derived
+router config go under the run directory (default .run/, which git ignores).
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ class LocalStack:
             command,
             QUERYGATE_CACHE_ADDRESS=f"{HOST}:{self.options.cache_port}",
             QUERYGATE_CACHE_DATA_DIR=str(self.run_dir / "data" / "cache"),
+            QUERYGATE_CACHE_BACKUP_DIR=str(self.run_dir / "backups" / "cache"),
         )
         port = self._wait(child, wait_for_port_file, port_file, deadline)
         self.cache_address = f"{HOST}:{port}"
@@ -211,6 +212,7 @@ class LocalStack:
             cache_target=self.cache_address,
             llama_base_url=self.llama_base_url,
             simulate=self.options.backend == "simulator",
+            ledger_backup_dir=self.run_dir / "backups" / "router",
         )
         port_file = self._port_file("router")
         command = [sys.executable, "-m", "router_service", "--config", str(config)]

@@ -48,16 +48,21 @@ def write_router_config(
     cache_target: str,
     llama_base_url: str | None,
     simulate: bool,
+    ledger_backup_dir: Path | None = None,
 ) -> Path:
     """Write a copy of the router config at source, adapted to this stack, to target.
 
-    The copy points `[cache] target` at cache_target. With simulate, every model
-    uses the simulator backend. Otherwise every model whose base_url is the default
+    The copy points `[cache] target` at cache_target, and `[ledger] backup_dir` at
+    ledger_backup_dir when it is given. With simulate, every model uses the
+    simulator backend. Otherwise every model whose base_url is the default
     llama.cpp address is pointed at llama_base_url. Comments are kept.
     """
     document = tomlkit.parse(source.read_text(encoding="utf-8"))
     cache = document.setdefault("cache", tomlkit.table())
     cache["target"] = cache_target
+    if ledger_backup_dir is not None:
+        ledger = document.setdefault("ledger", tomlkit.table())
+        ledger["backup_dir"] = str(ledger_backup_dir)
 
     models = document.get("models", {})
     for model in models.values():

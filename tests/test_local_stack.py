@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 
 from router_service.local_stack import (
@@ -125,6 +126,26 @@ def test_simulator_stack_answers_route(tmp_path: Path) -> None:
     assert second.answer == first.answer
 
 
+def test_stack_snapshots_go_under_run_dir(tmp_path: Path) -> None:
+    with LocalStack(_simulator_options(tmp_path)) as stack:
+        _route(stack.router_address, "What is the capital of France?")
+        with grpc.insecure_channel(stack.cache_address) as channel:
+            cache = cache_pb2_grpc.CacheServiceStub(channel)
+            cache_snapshot = cache.Snapshot(cache_pb2.SnapshotRequest(), timeout=60)
+        with grpc.insecure_channel(stack.router_address) as channel:
+            router = router_pb2_grpc.RouterServiceStub(channel)
+            router_snapshot = router.Snapshot(router_pb2.SnapshotRequest(), timeout=60)
+
+    cache_file = Path(cache_snapshot.path)
+    router_file = Path(router_snapshot.path)
+    assert cache_file.parent == tmp_path / "backups" / "cache"
+    assert cache_file.is_file()
+    assert cache_snapshot.entries == 1
+    assert router_file.parent == tmp_path / "backups" / "router"
+    assert router_file.is_file()
+    assert router_snapshot.requests == 1
+
+
 def test_stack_stop_ends_every_child(tmp_path: Path) -> None:
     stack = LocalStack(_simulator_options(tmp_path))
     stack.start()
@@ -219,6 +240,7 @@ def test_derived_config_simulates_every_model(tmp_path: Path) -> None:
     config = tomllib.loads(target.read_text())
 
     assert config["cache"]["target"] == "127.0.0.1:6000"
+    assert "backup_dir" not in config.get("ledger", {})
     assert config["models"]
     for model in config["models"].values():
         assert model["backend"] == "simulator"
