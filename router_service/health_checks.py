@@ -1,10 +1,11 @@
 """Dependency checks of the router, and the task that re-runs the critical ones.
 
 The classifier and the cost ledger are critical: when either fails, the router
-reports NOT_SERVING through ``grpc.health.v1``. The cache service and the model
-backends are not. Without the cache the router still responds, uncached with
-cache status UNAVAILABLE, and without one model it falls back to the next, so
-their failures make the Health RPC's report DEGRADED but keep the router
+reports NOT_SERVING through ``grpc.health.v1``. The cache service, the model
+backends and the Redis store of the rate limits are not. Without the cache the
+router still responds, uncached with cache status UNAVAILABLE. Without one model it
+falls back to the next, and without Redis it admits requests without rate limits.
+So their failures make the Health RPC's report DEGRADED but keep the router
 SERVING.
 """
 
@@ -27,6 +28,7 @@ from cache_service.health_report import (
 from router_service.cache_client import CacheClient
 from router_service.errors import CacheUnavailableError, NotReadyError
 from router_service.ledger import CostLedger
+from router_service.quotas import FAIL_OPEN_POLICY, RequestQuotas
 from router_service.resilience import BreakerState
 from router_service.routing import Router
 from router_service.settings import ModelSettings
@@ -60,8 +62,11 @@ class RouterHealth:
         ledger: CostLedger,
         cache_client: CacheClient | None,
         models: Mapping[str, ModelSettings],
+        *,
+        quotas: RequestQuotas | None = None,
     ) -> None:
         self._router = router
+        self._quotas = quotas
         self._ledger = ledger
         self._cache_client = cache_client
         self._models = models
@@ -85,15 +90,21 @@ class RouterHealth:
 
     async def check(self) -> HealthReport:
         """Run every check concurrently. Never raises: a failure is FAILING."""
-        model_checks = [
+        optional_checks = [
             run_async_check(f"model:{name}", False, self._model_probe(model))
             for name, model in self._models.items()
         ]
+        quotas = self._quotas
+        if quotas is not None and quotas.uses_redis:
+            # An in-memory store lives in this process, so it gets no check.
+            optional_checks.append(
+                run_async_check("limits_store", False, _limits_store_probe(quotas))
+            )
         results = await asyncio.gather(
             run_async_check("classifier", True, self._check_classifier),
             run_async_check("ledger", True, self._check_ledger),
             run_async_check("cache_service", False, self._check_cache),
-            *model_checks,
+            *optional_checks,
         )
         memory = run_check("memory", False, check_memory)
         return HealthReport((*results, memory))
@@ -164,6 +175,16 @@ class RouterHealth:
         if response.status_code >= 500:
             return CheckStatus.FAILING, f"HTTP {response.status_code} from /models"
         return CheckStatus.OK, f"HTTP {response.status_code} from /models"
+
+
+def _limits_store_probe(quotas: RequestQuotas) -> Probe:
+    async def probe() -> tuple[CheckStatus, str]:
+        problem = await quotas.check_store()
+        if problem is not None:
+            return CheckStatus.FAILING, f"{problem}; {FAIL_OPEN_POLICY}"
+        return CheckStatus.OK, f"Redis at {quotas.store_address} replies"
+
+    return probe
 
 
 async def monitor_health(

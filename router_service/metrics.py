@@ -180,6 +180,11 @@ class RouterMetrics:
         )
         for reason in ("rate_limit", "budget"):
             self.rate_limit_rejections.labels(reason)
+        self.limit_store_errors = Counter(
+            "querygate_router_limit_store_errors",
+            "Requests admitted without rate limits because the Redis store failed.",
+            registry=self.registry,
+        )
 
     def _define_model_metrics(self) -> None:
         registry = self.registry
@@ -327,6 +332,10 @@ class RouterMetrics:
     def count_rejection(self, reason: str) -> None:
         """Count a request rejected by a rate limit or a budget."""
         self.rate_limit_rejections.labels(reason).inc()
+
+    def count_limit_store_error(self) -> None:
+        """Count a request that the rate limits admitted because Redis failed."""
+        self.limit_store_errors.inc()
 
     def see_caller(self, tenant: str, user: str) -> None:
         """Record the request's tenant, and its user when named, as active now."""

@@ -6,22 +6,41 @@ request (is any room left this minute?) and charged after it with the tokens
 that were used, because the count is only known then. Budgets compare the
 ledger's spend since 00:00 UTC with the configured amount. Storage is in
 memory by default; a Redis URI lets several router replicas share the counters.
+
+Rate limits fail open: when the Redis store does not reply, requests are admitted
+without rate limits, each such request is counted through `on_store_error`, and
+at most one WARNING per STORE_WARNING_INTERVAL_S logs the error. Budgets read the
+ledger, not Redis, so they still apply.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
+from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError as StoreError
 from limits.storage import storage_from_string
 
 from router_service.domain import RouteQuery
 from router_service.errors import BudgetExceededError, ConfigError, RateLimitedError
 from router_service.ledger import CostLedger
 from router_service.settings import LimitSettings
+
+logger = logging.getLogger(__name__)
+
+# Seconds that one Redis connect or command may take before the store counts as
+# down. Redis replies in well under a millisecond on a healthy network.
+REDIS_TIMEOUT_S = 1.0
+# At most one rate_limit_store_unavailable WARNING per this many seconds.
+STORE_WARNING_INTERVAL_S = 60.0
+FAIL_OPEN_POLICY = "requests are admitted without rate limits until Redis replies"
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,14 @@ def _label(kind: str, query: RouteQuery) -> str:
     return f"tenant {query.tenant!r}" if kind == "tenant" else f"user {query.user!r}"
 
 
+def _store_address(uri: str) -> str:
+    """Return `uri` without credentials or options, such as redis://host:6379."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
 class RequestQuotas:
     """Enforces the configured rate limits and daily budgets.
 
@@ -69,6 +96,7 @@ class RequestQuotas:
         ledger: CostLedger | None,
         *,
         clock: Callable[[], float] = time.time,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self._subjects = (
             _subject_limits(
@@ -92,14 +120,74 @@ class RequestQuotas:
                 )
         self._ledger = ledger
         self._clock = clock
-        options = {}
-        if settings.storage_uri.startswith(("redis://", "rediss://")):
+        self._on_store_error = on_store_error
+        self._last_warning_at: float | None = None
+        self._unlogged_errors = 0
+        self.uses_redis = settings.storage_uri.startswith(("redis://", "rediss://"))
+        self.store_address = _store_address(settings.storage_uri)
+        options: dict[str, str | float | bool] = {}
+        if self.uses_redis:
             # `limits` defaults to the coredis client; redis-py is what we install.
-            options["implementation"] = "redispy"
-        storage = storage_from_string(
-            _async_storage_uri(settings.storage_uri), **options
+            # Wrapped errors are all limits.errors.StorageError, which fails open.
+            options = {
+                "implementation": "redispy",
+                "wrap_exceptions": True,
+                "socket_connect_timeout": REDIS_TIMEOUT_S,
+                "socket_timeout": REDIS_TIMEOUT_S,
+            }
+        # An "async+" URI gives an asyncio storage, which the stubs do not know.
+        self._storage = cast(
+            AsyncStorage,
+            storage_from_string(_async_storage_uri(settings.storage_uri), **options),
         )
-        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    async def check_store(self) -> str | None:
+        """Ping the counter store; return None when it replies, else the problem."""
+        if not self.uses_redis or await self._storage.check():
+            return None
+        return (
+            f"Redis at {self.store_address} did not reply to PING within "
+            f"{REDIS_TIMEOUT_S} s"
+        )
+
+    async def warn_if_store_unreachable(self) -> None:
+        """Log one WARNING when the Redis store does not reply, as at startup."""
+        problem = await self.check_store()
+        if problem is not None:
+            logger.warning(
+                "rate_limit_store_unreachable",
+                extra={
+                    "error": problem,
+                    "policy": FAIL_OPEN_POLICY,
+                    "remedy": "start Redis or fix limits.storage_uri",
+                },
+            )
+
+    def _store_failed(self, error: StoreError, *, admitted: bool) -> None:
+        """Log a store error at most once a minute; count it if it `admitted` a request.
+
+        The warning carries how many errors were not logged since the last one.
+        """
+        if admitted and self._on_store_error is not None:
+            self._on_store_error()
+        now = self._clock()
+        last = self._last_warning_at
+        if last is not None and now - last < STORE_WARNING_INTERVAL_S:
+            self._unlogged_errors += 1
+            return
+        cause = error.storage_error
+        logger.warning(
+            "rate_limit_store_unavailable",
+            extra={
+                "error": f"{type(cause).__name__}: {cause}",
+                "storage": self.store_address,
+                "policy": FAIL_OPEN_POLICY,
+                "errors_since_last_warning": self._unlogged_errors,
+            },
+        )
+        self._last_warning_at = now
+        self._unlogged_errors = 0
 
     def _applies(self, subject: _SubjectLimits, query: RouteQuery) -> bool:
         return subject.kind == "tenant" or bool(query.user)
@@ -111,6 +199,9 @@ class RequestQuotas:
     async def admit(self, query: RouteQuery) -> None:
         """Count the request against its limits, or reject it.
 
+        When the Redis store fails, the rate limits admit the request (see the
+        module docstring); budgets still apply.
+
         Raises:
             RateLimitedError: a request or token limit is exhausted.
             BudgetExceededError: the tenant or user has spent its daily budget.
@@ -118,10 +209,13 @@ class RequestQuotas:
         subjects = [s for s in self._subjects if self._applies(s, query)]
         for subject in subjects:
             self._check_budget(subject, query)
-        for subject in subjects:
-            await self._check_tokens(subject, query)
-        for subject in subjects:
-            await self._hit_requests(subject, query)
+        try:
+            for subject in subjects:
+                await self._check_tokens(subject, query)
+            for subject in subjects:
+                await self._hit_requests(subject, query)
+        except StoreError as error:
+            self._store_failed(error, admitted=True)
 
     def _check_budget(self, subject: _SubjectLimits, query: RouteQuery) -> None:
         if subject.budget_usd <= 0 or self._ledger is None:
@@ -169,6 +263,13 @@ class RequestQuotas:
         """
         if tokens <= 0:
             return
+        try:
+            await self._charge_subjects(query, tokens)
+        except StoreError as error:
+            # The request was already served; only its token count is lost.
+            self._store_failed(error, admitted=False)
+
+    async def _charge_subjects(self, query: RouteQuery, tokens: int) -> None:
         for subject in self._subjects:
             if subject.tokens is None or not self._applies(subject, query):
                 continue

@@ -178,7 +178,10 @@ async def create_server(
             "ledger_in_memory",
             extra={"remedy": "set [ledger] path to keep costs across restarts"},
         )
-    quotas = RequestQuotas(settings.limits, ledger)
+    quotas = RequestQuotas(
+        settings.limits, ledger, on_store_error=metrics.count_limit_store_error
+    )
+    await quotas.warn_if_store_unreachable()
     redis_uri = settings.single_flight_redis_uri()
     replica_flights: RedisSingleFlight[ModelAnswer, CacheHit] | None = (
         RedisSingleFlight.from_uri(redis_uri) if redis_uri else None
@@ -197,7 +200,9 @@ async def create_server(
     reloader = ClassifierReloader(
         router, classifier_loader, settings.classifier_artifact_dir
     )
-    health_checks = RouterHealth(router, ledger, cache_client, settings.models)
+    health_checks = RouterHealth(
+        router, ledger, cache_client, settings.models, quotas=quotas
+    )
     snapshots = LedgerSnapshotWriter(ledger, settings.ledger_backup_dir)
 
     # The telemetry interceptor comes first, so it also counts and logs the RPCs
