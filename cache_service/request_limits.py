@@ -125,15 +125,20 @@ def query_violation(
             "Shorten the query or split it into several requests.",
         )
     control = _FORBIDDEN_QUERY_CONTROLS.search(text)
-    if control is not None:
-        return Violation(
-            field,
-            "must not contain control characters other than tab, newline and "
-            f"carriage return; got U+{ord(control.group()):04X} at position "
-            f"{control.start()}",
-            "Remove the control characters from the text.",
-        )
-    return None
+    if control is None:
+        return None
+    code_point = ord(control.group())
+    fix = "Remove the control characters from the text."
+    if code_point >= 0x80:
+        # Windows-1252 text decoded as Latin-1 turns curly quotes, dashes and the
+        # ellipsis into U+0080-U+009F.
+        fix += " U+0080-U+009F usually come from text decoded with the wrong encoding."
+    return Violation(
+        field,
+        "must not contain control characters other than tab, newline and "
+        f"carriage return; got U+{code_point:04X} at position {control.start()}",
+        fix,
+    )
 
 
 def identifier_character_rule(value: str) -> str | None:

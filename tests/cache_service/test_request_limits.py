@@ -160,3 +160,11 @@ def test_identifier_rejects_unprintable_character(value: str, position: str) -> 
 
 def test_identifier_accepts_printable_id() -> None:
     assert identifier_character_rule("acme-search/v2.1") is None
+
+
+def test_c1_control_names_likely_encoding_error() -> None:
+    violation = query_violation("It\x92s here", max_chars=20)
+
+    assert violation is not None
+    assert "got U+0092 at position 2" in violation.rule
+    assert "decoded with the wrong encoding" in violation.fix
