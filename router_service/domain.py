@@ -154,7 +154,7 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
     Raises:
         InvalidRequestError: naming the first invalid field.
     """
-    _check_query_text(query.query, settings.max_query_chars)
+    check_query_text(query.query, settings.max_query_chars)
     check_tenant(query.tenant, settings.max_tenant_chars)
     if query.user:
         check_tenant(query.user, settings.max_tenant_chars, field="user")
@@ -175,7 +175,8 @@ def validate_query(query: RouteQuery, settings: RouterSettings) -> None:
         raise InvalidRequestError(violation.field, violation.rule, violation.fix)
 
 
-def _check_query_text(text: str, max_chars: int) -> None:
+def check_query_text(text: str, max_chars: int) -> None:
+    """Raise InvalidRequestError when ``text`` is not a query Route would accept."""
     # The cache applies the same rules, so it never rejects a query sent from here.
     violation = query_violation(text, max_chars)
     if violation is not None:

@@ -36,13 +36,13 @@ from router_service.domain import (
     RouteQuery,
     RouteResult,
     SemanticCache,
+    check_query_text,
     validate_query,
 )
 from router_service.errors import (
     CacheUnavailableError,
     CircuitOpenError,
     DeadlineExceededError,
-    InvalidRequestError,
     ModelCallError,
     ModelRefusedError,
     NoModelAvailableError,
@@ -194,20 +194,10 @@ class Router:
         read from one classifier even while a reload swaps it.
 
         Raises:
-            InvalidRequestError: the query is empty or too long.
+            InvalidRequestError: the query breaks the rules Route applies to it.
             NotReadyError: the classifier is still loading.
         """
-        if not query.strip():
-            raise InvalidRequestError(
-                "query", "must contain non-whitespace text", "Send the question."
-            )
-        if len(query) > self._settings.max_query_chars:
-            raise InvalidRequestError(
-                "query",
-                f"must be at most {self._settings.max_query_chars} characters; "
-                f"got {len(query)}",
-                "Shorten the query.",
-            )
+        check_query_text(query, self._settings.max_query_chars)
         classifier = self.classifier
         return classifier.predict(query), classifier.version
 

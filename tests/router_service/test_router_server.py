@@ -135,6 +135,17 @@ async def test_classify_rejects_empty_query(
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("query", ["\x00", "\u200b\ufeff", "ok\x07"])
+async def test_classify_rejects_query_route_rejects(
+    stub: router_pb2_grpc.RouterServiceStub, query: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Classify(router_pb2.ClassifyRequest(query=query))
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "query" in caught.value.details()
+
+
 async def test_reflection_lists_router_and_health(server: RunningServer) -> None:
     async with grpc.aio.insecure_channel(server.target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
