@@ -22,9 +22,8 @@ Z_95 = 1.959963984540054
 class PairOutcome:
     """The result of looking up a pair's second query after its first was stored.
 
-    ``similarity`` is the cosine the cache reported: 1.0 for an exact hit, the
-    candidate's cosine for a semantic hit or a miss below the threshold, and 0.0
-    when the false-hit guard rejected the only candidate.
+    ``similarity`` is the cosine the cache reported: 1.0 for an exact hit, and the
+    candidate's cosine otherwise, also when the false-hit guard rejected it.
     """
 
     same_meaning: bool

@@ -167,8 +167,10 @@ def test_sweep_matches_lookups_at_each_threshold(
                     )
                     derived = served_at(replayed[number].outcome, threshold)
                     assert derived == direct.hit, (guard, threshold, pair)
-    # The guard must have changed at least one decision, or this test shows little.
+    # The guard must have changed at least one decision, or this test shows little:
+    # a miss whose candidate was above the replay's threshold was rejected.
     if guard == "on":
         assert any(
-            not item.outcome.hit and item.outcome.similarity == 0.0 for item in replayed
+            not item.outcome.hit and item.outcome.similarity >= 0.70
+            for item in replayed
         )
