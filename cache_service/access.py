@@ -9,8 +9,6 @@ grpc, so the rules are tested without a server.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from cache_service.api_keys import (
     bearer_key,
     tenant_problem,
 )
+from cache_service.log_throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -133,19 +132,12 @@ class RejectionLog:
     """
 
     def __init__(self, interval_s: float = 10.0) -> None:
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._last = float("-inf")
-        self._suppressed = 0
+        self._throttle = LogThrottle(interval_s)
 
     def record(self, method: str, denial: Denial, key_id: str | None) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last < self._interval_s:
-                self._suppressed += 1
-                return
-            self._last = now
-            suppressed, self._suppressed = self._suppressed, 0
+        suppressed = self._throttle.admit()
+        if suppressed is None:
+            return
         logger.warning(
             "auth_rejected",
             extra={

@@ -16,10 +16,10 @@ settings can validate the list without it.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from cache_service.log_throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,7 @@ class ClientNameCheck:
 
     def __init__(self, allowed: Iterable[str], log_interval_s: float = 10.0) -> None:
         self._allowed = frozenset(allowed)
-        self._log_interval_s = log_interval_s
-        self._lock = threading.Lock()
-        self._last_log = float("-inf")
-        self._suppressed = 0
+        self._throttle = LogThrottle(log_interval_s)
 
     def rejection(
         self, method: str, auth_context: Mapping[str, Iterable[bytes]]
@@ -136,13 +133,9 @@ class ClientNameCheck:
         return REJECTED_MESSAGE
 
     def _log(self, method: str, names: tuple[str, ...]) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last_log < self._log_interval_s:
-                self._suppressed += 1
-                return
-            self._last_log = now
-            suppressed, self._suppressed = self._suppressed, 0
+        suppressed = self._throttle.admit()
+        if suppressed is None:
+            return
         logger.warning(
             "client_certificate_rejected",
             extra={

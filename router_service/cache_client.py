@@ -8,7 +8,6 @@ can answer uncached. The warning for it is logged at most once per
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_service.api_keys import AUTHORIZATION_METADATA_KEY
+from cache_service.log_throttle import LogThrottle
 from cache_service.tls import channel_credentials
 from router_service.cache_key import CacheKeyFile
 from router_service.domain import CacheHit, CacheScope, FeedbackRating
@@ -44,23 +44,6 @@ _RATINGS = {
     FeedbackRating.GOOD: cache_pb2.FEEDBACK_RATING_GOOD,
     FeedbackRating.BAD: cache_pb2.FEEDBACK_RATING_BAD,
 }
-
-
-class _WarningThrottle:
-    """Allows one warning per interval and counts the suppressed ones."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._last = float("-inf")
-        self.suppressed = 0
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        if now - self._last >= self._interval_s:
-            self._last = now
-            return True
-        self.suppressed += 1
-        return False
 
 
 def scope_to_proto(scope: CacheScope) -> cache_pb2.Scope:
@@ -135,7 +118,7 @@ class CacheClient:
         )
         self._api_key = api_key
         self._stub = cache_pb2_grpc.CacheServiceStub(self._channel)
-        self._throttle = _WarningThrottle(warning_interval_s)
+        self._throttle = LogThrottle(warning_interval_s)
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
         key = self._api_key
@@ -144,7 +127,8 @@ class CacheClient:
         return ((AUTHORIZATION_METADATA_KEY, f"Bearer {key}"),) if key else ()
 
     def _unavailable(self, operation: str, error: grpc.aio.AioRpcError) -> Exception:
-        if self._throttle.allow():
+        suppressed = self._throttle.admit()
+        if suppressed is not None:
             logger.warning(
                 "cache_unavailable",
                 extra={
@@ -152,10 +136,9 @@ class CacheClient:
                     "target": self._target,
                     "code": error.code().name,
                     "detail": _transport_detail(error),
-                    "suppressed_since_last": self._throttle.suppressed,
+                    "suppressed_since_last": suppressed,
                 },
             )
-            self._throttle.suppressed = 0
         return CacheUnavailableError(
             f"cache {operation} failed with {error.code().name}"
         )

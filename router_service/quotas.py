@@ -28,6 +28,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError as StoreError
 from limits.storage import storage_from_string
 
+from cache_service.log_throttle import LogThrottle
 from router_service.domain import RouteQuery
 from router_service.errors import BudgetExceededError, ConfigError, RateLimitedError
 from router_service.ledger import CostLedger
@@ -121,8 +122,7 @@ class RequestQuotas:
         self._ledger = ledger
         self._clock = clock
         self._on_store_error = on_store_error
-        self._last_warning_at: float | None = None
-        self._unlogged_errors = 0
+        self._warnings = LogThrottle(STORE_WARNING_INTERVAL_S, clock)
         self.uses_redis = settings.storage_uri.startswith(("redis://", "rediss://"))
         self.store_address = _store_address(settings.storage_uri)
         options: dict[str, str | float | bool] = {}
@@ -171,10 +171,8 @@ class RequestQuotas:
         """
         if admitted and self._on_store_error is not None:
             self._on_store_error()
-        now = self._clock()
-        last = self._last_warning_at
-        if last is not None and now - last < STORE_WARNING_INTERVAL_S:
-            self._unlogged_errors += 1
+        unlogged = self._warnings.admit()
+        if unlogged is None:
             return
         cause = error.storage_error
         logger.warning(
@@ -183,11 +181,9 @@ class RequestQuotas:
                 "error": f"{type(cause).__name__}: {cause}",
                 "storage": self.store_address,
                 "policy": FAIL_OPEN_POLICY,
-                "errors_since_last_warning": self._unlogged_errors,
+                "errors_since_last_warning": unlogged,
             },
         )
-        self._last_warning_at = now
-        self._unlogged_errors = 0
 
     def _applies(self, subject: _SubjectLimits, query: RouteQuery) -> bool:
         return subject.kind == "tenant" or bool(query.user)

@@ -44,6 +44,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from cache_service.log_throttle import LogThrottle
 from router_service.domain import RouteQuery
 from router_service.single_flight import flight_key
 
@@ -123,12 +124,10 @@ class RedisSingleFlight(Generic[T, H]):
         self._stored_ttl_ms = max(1, int(stored_outcome_ttl_s * 1000))
         self._check_interval_s = key_check_interval_s
         self._retry_after_s = retry_after_s
-        self._warn_interval_s = warn_interval_s
         self._finish = client.register_script(_FINISH_SCRIPT)
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._skip_until = float("-inf")
-        self._last_warning = float("-inf")
-        self._suppressed_warnings = 0
+        self._warnings = LogThrottle(warn_interval_s, clock)
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> RedisSingleFlight[T, H]:
@@ -255,18 +254,15 @@ class RedisSingleFlight(Generic[T, H]):
 
     def _redis_failed(self, error: BaseException) -> None:
         """Skip Redis for a while and log the error, at most once per interval."""
-        now = self._clock()
-        self._skip_until = now + self._retry_after_s
-        if now - self._last_warning < self._warn_interval_s:
-            self._suppressed_warnings += 1
+        self._skip_until = self._clock() + self._retry_after_s
+        suppressed = self._warnings.admit()
+        if suppressed is None:
             return
         logger.warning(
             "single_flight_redis_unavailable",
             extra={
                 "error": f"{type(error).__name__}: {error}",
-                "suppressed": self._suppressed_warnings,
+                "suppressed": suppressed,
                 "retry_after_s": self._retry_after_s,
             },
         )
-        self._last_warning = now
-        self._suppressed_warnings = 0
