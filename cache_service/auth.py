@@ -51,6 +51,7 @@ from cache_service.errors import (
     PermissionDeniedError,
     status_code_for,
 )
+from cache_service.rpc_handlers import rewrap_handler
 from cache_service.rpc_telemetry import annotate_rpc
 from cache_service.settings import CacheSettings
 
@@ -165,27 +166,18 @@ class CacheRequestGuard(grpc.ServerInterceptor):
             return handler
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard_unary(handler, method, metadata),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._guard_unary_stream(handler, method, metadata),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None and (
-            self._access.needs_key(method) or self._client_names is not None
-        ):
-            return grpc.stream_stream_rpc_method_handler(
-                self._guard_stream_stream(handler, method, metadata),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        guard_streams = self._access.needs_key(method) or self._client_names is not None
+        return rewrap_handler(
+            handler,
+            unary_unary=lambda _: self._guard_unary(handler, method, metadata),
+            unary_stream=lambda _: self._guard_unary_stream(handler, method, metadata),
+            stream_stream=(
+                (lambda _: self._guard_stream_stream(handler, method, metadata))
+                if guard_streams
+                else None
+            ),
+            raw_requests=True,
+        )
 
     def _guard_unary(
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from cache_service.metrics import CacheMetrics
+from cache_service.rpc_handlers import rewrap_handler
 from cache_service.rpc_log import rpc_completed_fields, status_code_name
 
 logger = logging.getLogger(__name__)
@@ -58,19 +59,11 @@ class RpcTelemetryInterceptor(grpc.ServerInterceptor):
         if handler is None or not full_method.startswith(self._prefix):
             return handler
         method = full_method.removeprefix(self._prefix)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap_handler(
+            handler,
+            unary_unary=lambda behavior: self._wrap_unary(method, behavior),
+            unary_stream=lambda behavior: self._wrap_stream(method, behavior),
+        )
 
     def _wrap_unary(
         self, method: str, behavior: Callable[..., Any]

@@ -35,6 +35,7 @@ from cache_service.access import (
 )
 from cache_service.api_keys import KeyStore
 from cache_service.client_names import ClientNameCheck
+from cache_service.rpc_handlers import rewrap_handler
 from router_service.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -124,27 +125,18 @@ class RouterRequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         method: str = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard_unary(handler, method, metadata),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._guard_unary_stream(handler, method, metadata),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None and (
-            self._access.needs_key(method) or self._client_names is not None
-        ):
-            return grpc.stream_stream_rpc_method_handler(
-                self._guard_stream_stream(handler, method, metadata),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        guard_streams = self._access.needs_key(method) or self._client_names is not None
+        return rewrap_handler(
+            handler,
+            unary_unary=lambda _: self._guard_unary(handler, method, metadata),
+            unary_stream=lambda _: self._guard_unary_stream(handler, method, metadata),
+            stream_stream=(
+                (lambda _: self._guard_stream_stream(handler, method, metadata))
+                if guard_streams
+                else None
+            ),
+            raw_requests=True,
+        )
 
     def _guard_unary(
         self, handler: grpc.RpcMethodHandler, method: str, metadata: Any
