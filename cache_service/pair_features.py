@@ -106,7 +106,9 @@ _OPPOSITES = frozenset(
     )
 )
 _REVERSING_PREFIXES = ("un", "dis", "de", "in", "im", "non")
-_ARTICLES = frozenset({"a", "an", "the"})
+# Left out when word order is compared: the articles, and "one" (which tokenize
+# writes as "1"), so "in a pound" and "in one pound" read alike.
+_ARTICLES = frozenset({"a", "an", "the", "1"})
 _ES_PLURALS = ("s", "x", "ch", "sh")
 
 FEATURE_NAMES = (
@@ -203,9 +205,9 @@ def pair_features(
 def words_reordered(first: QueryTokens, second: QueryTokens) -> bool:
     """Return True when the two queries use the same words in another order.
 
-    Articles are left out and a plural "s" or "es" is dropped before the words are
-    compared, so "How many ounces in a pound?" and "How many pounds in an ounce?"
-    count as reordered. Swapping two such words swaps roles, units or direction.
+    Articles and "one" are left out and a plural "s" or "es" is dropped before the
+    words are compared, so "How many ounces in a pound?" and "How many pounds in
+    one ounce?" count as reordered. Swapping two such words swaps roles, units or direction.
     """
     first_stems = _stems(first.words)
     second_stems = _stems(second.words)

@@ -66,9 +66,14 @@ LIMIT_SETTING_BOUNDS = {
 # U+007F-U+009F) other than tab, newline and carriage return. A query with one of
 # them, such as NUL or ESC, is rejected.
 _FORBIDDEN_QUERY_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Characters that show nothing on their own: control (Cc) and format (Cf), such
-# as U+200B ZERO WIDTH SPACE and U+FEFF BYTE ORDER MARK.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
+# Characters that show nothing on their own: control (Cc), format (Cf, such as
+# U+200B ZERO WIDTH SPACE and U+FEFF), combining marks without a base letter (Mn,
+# Me, such as U+0301 and the variation selector U+FE0F), unassigned code points
+# (Cn) and private-use ones (Co), which have no agreed glyph.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Cn", "Co"})
+# Letters and symbols that Unicode draws as blank: the Braille blank and the Hangul
+# fillers.
+_BLANK_FILLERS = frozenset("\u2800\u115f\u1160\u3164\uffa0")
 
 
 class Turn(Protocol):
@@ -106,7 +111,8 @@ def query_violation(
     """Return the first rule that a query text breaks, or None.
 
     A query needs at least one visible character: one that is not whitespace, a
-    control character (Cc) or a format character (Cf). Format characters inside
+    control (Cc), format (Cf), combining (Mn, Me), unassigned (Cn) or private-use
+    (Co) character, or a blank filler such as U+2800. Format characters inside
     visible text are kept, because emoji sequences and right-to-left text need
     them. Control characters other than tab, newline and carriage return are
     rejected, not stripped, so the text that is cached is the text the caller sent.
@@ -115,7 +121,8 @@ def query_violation(
         return Violation(
             field,
             "must contain a visible character, one that is not whitespace, a "
-            f"control or a format character; got none (length {len(text)})",
+            "control, format, combining, unassigned or private-use character, or a "
+            f"blank filler; got none (length {len(text)})",
             "Send the question to answer.",
         )
     if len(text) > max_chars:
@@ -157,8 +164,10 @@ def identifier_character_rule(value: str) -> str | None:
 
 
 def _is_visible(character: str) -> bool:
-    return not character.isspace() and (
-        unicodedata.category(character) not in _INVISIBLE_CATEGORIES
+    return (
+        not character.isspace()
+        and character not in _BLANK_FILLERS
+        and unicodedata.category(character) not in _INVISIBLE_CATEGORIES
     )
 
 

@@ -244,6 +244,7 @@ def test_guard_setting_on_by_default() -> None:
     ("stored", "incoming"),
     [
         ("How many ounces in a pound?", "How many pounds in an ounce?"),
+        ("How many ounces in a pound?", "How many pounds in one ounce?"),
         ("Is the Moon bigger than the Earth?", "Is the Earth bigger than the Moon?"),
     ],
 )

@@ -45,6 +45,11 @@ INVISIBLE_QUERIES = [
     pytest.param("\u200b", id="zero-width-space"),
     pytest.param("\ufeff\u200b \t", id="bom-and-whitespace"),
     pytest.param("\u2060\u00ad", id="word-joiner-soft-hyphen"),
+    pytest.param("\u2800", id="braille-blank"),
+    pytest.param("\u3164 \u115f", id="hangul-fillers"),
+    pytest.param("\u0301\u034f\ufe0f", id="lone-combining-marks"),
+    pytest.param("\u0378\uffff", id="unassigned"),
+    pytest.param("\ue000", id="private-use"),
 ]
 
 
@@ -96,7 +101,10 @@ def test_invalidate_rejects_invisible_target_query(
 def test_store_keeps_tabs_newlines_and_format_characters(
     stub: cache_pb2_grpc.CacheServiceStub,
 ) -> None:
-    query = "Summarize:\r\n\tthe word\u200bjoiner and \u05e9\u05dc\u05d5\u05dd\u200f"
+    query = (
+        "Summarize:\r\n\tthe word\u200bjoiner and \u05e9\u05dc\u05d5\u05dd\u200f, "
+        "cafe\u0301 \U0001f600\ufe0f"
+    )
     stored = stub.Store(_store_request(query=query))
     found = stub.Lookup(cache_pb2.LookupRequest(query=query, scope=ACME))
 
