@@ -9,8 +9,10 @@ memory by default; a Redis URI lets several router replicas share the counters.
 
 Rate limits fail open: when the Redis store does not reply, requests are admitted
 without rate limits, each such request is counted through `on_store_error`, and
-at most one WARNING per STORE_WARNING_INTERVAL_S logs the error. Budgets read the
-ledger, not Redis, so they still apply.
+at most one WARNING per STORE_WARNING_INTERVAL_S logs the error. After an error
+the limits skip Redis for STORE_RETRY_AFTER_S, so a hung Redis delays only the
+request that found it hung, not every request. Budgets read the ledger, not
+Redis, so they still apply.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 1.0
 # At most one rate_limit_store_unavailable WARNING per this many seconds.
 STORE_WARNING_INTERVAL_S = 60.0
+# Seconds after a store error during which requests are admitted without rate
+# limits and without a Redis command. Each command sent to a hung Redis waits up
+# to REDIS_TIMEOUT_S, so without this pause every request would wait.
+STORE_RETRY_AFTER_S = 5.0
 FAIL_OPEN_POLICY = "requests are admitted without rate limits until Redis replies"
 
 
@@ -97,6 +103,8 @@ class RequestQuotas:
         ledger: CostLedger | None,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic_clock: Callable[[], float] = time.monotonic,
+        store_retry_after_s: float = STORE_RETRY_AFTER_S,
         on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self._subjects = (
@@ -123,6 +131,12 @@ class RequestQuotas:
         self._clock = clock
         self._on_store_error = on_store_error
         self._warnings = LogThrottle(STORE_WARNING_INTERVAL_S, clock)
+        self._monotonic_clock = monotonic_clock
+        self._store_retry_after_s = store_retry_after_s
+        self._skip_store_until = float("-inf")
+        # Redis calls that failed, not counting the requests admitted while the
+        # store is skipped.
+        self.store_errors = 0
         self.uses_redis = settings.storage_uri.startswith(("redis://", "rediss://"))
         self.store_address = _store_address(settings.storage_uri)
         options: dict[str, str | float | bool] = {}
@@ -143,13 +157,28 @@ class RequestQuotas:
         self._limiter = MovingWindowRateLimiter(self._storage)
 
     async def check_store(self) -> str | None:
-        """Ping the counter store; return None when it replies, else the problem."""
-        if not self.uses_redis or await self._storage.check():
+        """Ping the counter store; return None when it replies, else the problem.
+
+        While the store is skipped after an error, return the problem without a
+        PING, so a hung Redis does not delay the Health RPC either.
+        """
+        if not self.uses_redis:
             return None
+        if self._skipping_store():
+            return (
+                f"Redis at {self.store_address} failed less than "
+                f"{self._store_retry_after_s} s ago"
+            )
+        if await self._storage.check():
+            return None
+        self._skip_store_until = self._monotonic_clock() + self._store_retry_after_s
         return (
             f"Redis at {self.store_address} did not reply to PING within "
             f"{REDIS_TIMEOUT_S} s"
         )
+
+    def _skipping_store(self) -> bool:
+        return self._monotonic_clock() < self._skip_store_until
 
     async def warn_if_store_unreachable(self) -> None:
         """Log one WARNING when the Redis store does not reply, as at startup."""
@@ -168,7 +197,10 @@ class RequestQuotas:
         """Log a store error at most once a minute; count it if it `admitted` a request.
 
         The warning carries how many errors were not logged since the last one.
+        Redis is skipped for the next `store_retry_after_s`.
         """
+        self.store_errors += 1
+        self._skip_store_until = self._monotonic_clock() + self._store_retry_after_s
         if admitted and self._on_store_error is not None:
             self._on_store_error()
         unlogged = self._warnings.admit()
@@ -205,6 +237,11 @@ class RequestQuotas:
         subjects = [s for s in self._subjects if self._applies(s, query)]
         for subject in subjects:
             self._check_budget(subject, query)
+        rate_limited = any(s.requests or s.tokens for s in subjects)
+        if rate_limited and self._skipping_store():
+            if self._on_store_error is not None:
+                self._on_store_error()
+            return
         try:
             for subject in subjects:
                 await self._check_tokens(subject, query)
@@ -257,7 +294,7 @@ class RequestQuotas:
         A window cannot hold more than its limit, so tokens beyond the room
         left fill the window and are not carried over.
         """
-        if tokens <= 0:
+        if tokens <= 0 or self._skipping_store():
             return
         try:
             await self._charge_subjects(query, tokens)
