@@ -7,6 +7,7 @@ field, the rule, the value received and what to do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ LOG_FORMATS = ("text", "json")
 
 
 def _require(condition: bool, name: str, rule: str, value: Any, fix: str) -> None:
+    # inf passes every ordering check, and 1e309 in TOML or the environment reads as
+    # inf, so a timeout or wait could silently become endless.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}. {fix}")
     if not condition:
         raise ConfigError(f"{name} {rule}; got {value!r}. {fix}")
 

@@ -63,6 +63,31 @@ def test_blank_environment_value_keeps_default() -> None:
             {"max_entries": 0}, "max_entries must be greater than 0", id="no-entries"
         ),
         pytest.param(
+            {"exact_ttl_s": float("inf")},
+            r"exact_ttl_s must be a finite number; got inf",
+            id="endless-ttl",
+        ),
+        pytest.param(
+            {"sweep_interval_s": 1e-9},
+            r"sweep_interval_s must be at least 0.01 s; got 1e-09",
+            id="busy-sweeper",
+        ),
+        pytest.param(
+            {"health_check_interval_s": 0.001},
+            r"health_check_interval_s must be at least 0.01 s",
+            id="busy-health-checks",
+        ),
+        pytest.param(
+            {"max_workers": 100_000},
+            r"max_workers must be at most 1024; got 100000",
+            id="too-many-workers",
+        ),
+        pytest.param(
+            {"search_candidates": 10**8},
+            r"search_candidates must be at most 1024",
+            id="too-many-candidates",
+        ),
+        pytest.param(
             {"address": "localhost"}, "address must be HOST:PORT", id="no-port"
         ),
         pytest.param(

@@ -131,6 +131,21 @@ def with_change(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("tiers", "medium", "models"), [], r"tiers\.medium\.models must list"),
         (("cache", "target"), "localhost", r"cache\.target must be HOST:PORT"),
         (("cache", "timeout_s"), -0.5, r"cache\.timeout_s must be greater than 0"),
+        (
+            ("cache", "timeout_s"),
+            float("inf"),
+            r"cache\.timeout_s must be a finite number; got inf",
+        ),
+        (
+            ("cache", "single_flight_wait_s"),
+            float("inf"),
+            r"cache\.single_flight_wait_s must be a finite number",
+        ),
+        (
+            ("models", "local-simple", "timeout_s"),
+            float("inf"),
+            r"models\.local-simple\.timeout_s must be a finite number",
+        ),
         (("resilience", "max_attempts"), 0, r"resilience\.max_attempts"),
         (("server", "max_query_chars"), True, r"server\.max_query_chars must be"),
         (
