@@ -45,8 +45,10 @@ ACTIVE_WINDOW_S = 24 * 3600.0
 # forgotten, so the active counts stop growing at this value.
 MAX_TRACKED_SUBJECTS = 100_000
 DEFAULT_MAX_TENANTS = 100
-# Tenant label value shared by every tenant beyond the first `max_tenants`.
-OTHER_TENANTS = "_other"
+# Tenant label value shared by every tenant beyond the first `max_tenants`. It
+# contains a space, which check_tenant rejects in a tenant id, so no tenant can
+# have its own series under this value.
+OTHER_TENANTS = "(other tenants)"
 
 
 class TenantLabels:
@@ -54,7 +56,7 @@ class TenantLabels:
 
     Every later tenant maps to OTHER_TENANTS for the life of the process, so the
     number of tenant series cannot grow without bound. The first overflow logs
-    one WARNING. NOTE: a tenant whose id is "_other" shares that series.
+    one WARNING.
     """
 
     def __init__(self, max_tenants: int) -> None:

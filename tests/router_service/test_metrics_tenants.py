@@ -46,10 +46,12 @@ def _scrape(running: RunningServer) -> dict[str, list[dict[str, str]]]:
     return labels
 
 
-async def _route_for_each_tenant(running: RunningServer) -> None:
+async def _route_for_each_tenant(
+    running: RunningServer, tenants: list[str] = TENANTS
+) -> None:
     async with grpc.aio.insecure_channel(running.target) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
-        for tenant in TENANTS:
+        for tenant in tenants:
             await stub.Route(
                 router_pb2.RouteRequest(query="What is DNS?", tenant=tenant),
                 timeout=30,
@@ -91,6 +93,40 @@ async def test_zero_max_tenants_counts_all_as_other() -> None:
 
     for name in TENANT_METRICS:
         assert {sample["tenant"] for sample in scraped[name]} == {OTHER_TENANTS}
+
+
+async def test_tenant_named_like_old_label_keeps_own_series() -> None:
+    # "_other" was the overflow label value once, and is a valid tenant id.
+    tenants = ["_other", "tenant-1", "tenant-2"]
+    running = await create_server(
+        settings_for_tests(metrics_address="127.0.0.1:0", metrics_max_tenants=2),
+        cache=FakeCache(),
+        classifier=FakeClassifier(),
+    )
+    try:
+        await _route_for_each_tenant(running, tenants)
+        scraped = _scrape(running)
+    finally:
+        await running.stop(grace_s=0.5)
+    labels = {sample["tenant"] for sample in scraped["querygate_router_cost_usd"]}
+
+    # Two tenants with their own label value plus the shared overflow value.
+    assert len(labels) == 3
+    assert labels == {"_other", "tenant-1", OTHER_TENANTS}
+
+
+async def test_overflow_label_is_invalid_tenant() -> None:
+    running = await create_server(
+        settings_for_tests(), cache=FakeCache(), classifier=FakeClassifier()
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _route_for_each_tenant(running, [OTHER_TENANTS])
+    finally:
+        await running.stop(grace_s=0.5)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tenant" in (caught.value.details() or "")
 
 
 def test_negative_max_tenants_is_rejected() -> None:
