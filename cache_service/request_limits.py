@@ -131,6 +131,11 @@ def query_violation(
             f"must be at most {max_chars} characters; got {len(text)}",
             "Shorten the query or split it into several requests.",
         )
+    return _control_violation(field, text)
+
+
+def _control_violation(field: str, text: str) -> Violation | None:
+    """Return the rule against control characters that ``text`` breaks, or None."""
     control = _FORBIDDEN_QUERY_CONTROLS.search(text)
     if control is None:
         return None
@@ -212,6 +217,9 @@ def scope_violation(
             f"(max_system_prompt_chars); got {len(system_prompt)}",
             "Shorten the instructions.",
         )
+    control = _control_violation("system_prompt", system_prompt)
+    if control is not None:
+        return control
     return _conversation_violation(conversation, limits)
 
 
@@ -233,6 +241,9 @@ def _conversation_violation(
                 f"must be user or assistant; got {turn.role!r}",
                 "Put instructions in system_prompt instead.",
             )
+        control = _control_violation(f"conversation[{index}].content", turn.content)
+        if control is not None:
+            return control
         total_chars += len(turn.content)
     if total_chars > limits.max_conversation_chars:
         return Violation(

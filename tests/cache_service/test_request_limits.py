@@ -43,6 +43,7 @@ def _violation(**overrides: object) -> Violation | None:
         pytest.param({"max_tokens": 1}, id="max-tokens-one"),
         pytest.param({"max_tokens": 100}, id="max-tokens-limit"),
         pytest.param({"system_prompt": "s" * 10}, id="system-prompt-limit"),
+        pytest.param({"system_prompt": "Hi\tyou\r\n"}, id="system-prompt-tab"),
         pytest.param(
             {"conversation": (ChatTurn("user", "a" * 10), ChatTurn("assistant", "b"))},
             id="conversation",
@@ -95,6 +96,18 @@ def test_scope_within_limits_passes(fields: dict[str, object]) -> None:
             "conversation[1].role",
             "must be user or assistant; got 'tool'",
             id="role",
+        ),
+        pytest.param(
+            {"system_prompt": "be\x00nice"},
+            "system_prompt",
+            "got U+0000 at position 2",
+            id="system-prompt-control",
+        ),
+        pytest.param(
+            {"conversation": (ChatTurn("user", "a"), ChatTurn("assistant", "\x1b[2J"))},
+            "conversation[1].content",
+            "got U+001B at position 0",
+            id="turn-control",
         ),
     ],
 )

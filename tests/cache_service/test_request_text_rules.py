@@ -163,3 +163,15 @@ def test_store_rejects_bad_metadata_key(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert message in error.details()  # type: ignore[attr-defined]
     assert stub.Stats(cache_pb2.StatsRequest()).entries == 0
+
+
+def test_store_rejects_control_character_in_system_prompt(
+    stub: cache_pb2_grpc.CacheServiceStub,
+) -> None:
+    scope = cache_pb2.Scope(tenant="acme", model="auto", system_prompt="Be\x1b brief")
+
+    error = _rejection(stub.Store, _store_request(scope=scope))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "system_prompt must not contain control characters" in error.details()  # type: ignore[attr-defined]
+    assert "U+001B at position 2" in error.details()  # type: ignore[attr-defined]
