@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -33,6 +34,9 @@ import tomlkit
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "qg_"
+# Form of the keys that generate_key returns. Its 32 bytes in URL-safe base64
+# without padding are 43 characters from A-Z, a-z, 0-9, "-" and "_".
+KEY_PATTERN = re.compile(r"qg_[A-Za-z0-9_-]{43}")
 KEY_ID_CHARS = 12
 # gRPC metadata keys are lowercase; the value is "Bearer <key>".
 AUTHORIZATION_METADATA_KEY = "authorization"
@@ -85,6 +89,11 @@ def hash_key(key: str) -> str:
 def generate_key() -> str:
     """Return a new key: the prefix ``qg_`` and 32 random bytes, URL-safe base64."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_well_formed_key(key: str) -> bool:
+    """Return whether ``key`` has the form that ``generate_key`` produces."""
+    return KEY_PATTERN.fullmatch(key) is not None
 
 
 def key_id_of(digest_hex: str) -> str:

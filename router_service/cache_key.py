@@ -1,11 +1,13 @@
 """The router's API key for the cache: fixed from a variable, or read from a file.
 
 A key from ``[cache] api_key_env`` is read once at start. A key from ``[cache]
-api_key_file`` is re-read when the file's modification time, size or inode
-changes, so rotating the router's service key needs no restart. The file is
-checked on each cache call, because a ``stat`` costs about 2 µs. When the new
-file is empty or unreadable the previous key stays in use and one warning names
-the file and the reason.
+api_key_file`` is re-read when the file's modification time, status change
+time, size or inode changes, so rotating the router's service key needs no
+restart. The status change time catches a rewrite in place that keeps the size
+and restores the modification time. The file is checked on each cache call,
+because a ``stat`` costs about 2 µs. When the new file is empty, unreadable or
+does not contain a well-formed key (such as a half-written one), the previous
+key stays in use and one warning names the file and the reason.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import logging
 import os
 from pathlib import Path
 
-from cache_service.api_keys import hash_key, key_id_of
+from cache_service.api_keys import hash_key, is_well_formed_key, key_id_of
 from router_service.errors import ConfigError
 from router_service.settings import CacheSettings
 
 logger = logging.getLogger(__name__)
 
-_FileStamp = tuple[int, int, int]
+_FileStamp = tuple[int, int, int, int]
 
 
 class KeyFileError(ValueError):
@@ -31,8 +33,9 @@ def read_key_file(path: Path) -> str:
     """Return the first whitespace-separated word of ``path``, the key.
 
     Raises:
-        KeyFileError: the file cannot be read, is empty, or the key contains
-            characters other than printable ASCII, which gRPC metadata rejects.
+        KeyFileError: the file cannot be read, is empty, the key contains
+            characters other than printable ASCII, which gRPC metadata rejects,
+            or the key does not have the form that `keys add` prints.
     """
     try:
         words = path.read_text(encoding="utf-8").split()
@@ -53,6 +56,14 @@ def read_key_file(path: Path) -> str:
             "the key contains characters other than printable ASCII, which gRPC "
             "metadata cannot carry. Write the key exactly as `keys add` printed it."
         )
+    if not is_well_formed_key(key):
+        # A file read while another process writes it can hold part of a key.
+        raise KeyFileError(
+            f"the key is not well-formed: it must be qg_ and 43 URL-safe base64 "
+            f"characters, but it has {len(key)} characters in all. Write the key "
+            "exactly as `keys add` printed it, to a temporary file first and "
+            "then rename that file over this one."
+        )
     return key
 
 
@@ -62,7 +73,7 @@ def _read_failure(error: OSError) -> str:
 
 def _file_stamp(path: Path) -> _FileStamp:
     status = os.stat(path)
-    return (status.st_mtime_ns, status.st_size, status.st_ino)
+    return (status.st_mtime_ns, status.st_ctime_ns, status.st_size, status.st_ino)
 
 
 class CacheKeyFile:

@@ -7,6 +7,7 @@ tests/e2e/test_cache_key_rotation_e2e.py.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from cache_service.api_keys import hash_key, key_id_of
 from router_service.cache_key import CacheKeyFile
 from router_service.errors import ConfigError
 
-KEY_A = "qg_key-a"
-KEY_B = "qg_key-b-is-longer"
+# Keys of the form that `keys add` prints, both of the same length.
+KEY_A = "qg_" + "a" * 43
+KEY_B = "qg_" + "b" * 42 + "-"
 
 
 def _replace(path: Path, text: str) -> None:
@@ -131,6 +133,57 @@ def test_non_ascii_key_keeps_old_key(
     assert key == KEY_A
     [warning] = _reload_failures(caplog)
     assert "printable ASCII" in warning.reason  # type: ignore[attr-defined]
+
+
+def test_half_written_key_keeps_old_key(
+    key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = CacheKeyFile(key_file)
+    key_file.write_text(KEY_B[:20])
+
+    with caplog.at_level(logging.WARNING, logger="router_service.cache_key"):
+        keys = [source.current() for _ in range(3)]
+
+    assert keys == [KEY_A] * 3
+    [warning] = _reload_failures(caplog)
+    assert warning.path == str(key_file)  # type: ignore[attr-defined]
+    assert "not well-formed" in warning.reason  # type: ignore[attr-defined]
+    assert KEY_B[:20] not in warning.reason  # type: ignore[attr-defined]
+
+
+def test_key_with_wrong_prefix_keeps_old_key(
+    key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = CacheKeyFile(key_file)
+    _replace(key_file, "xx_" + KEY_B[3:] + "\n")
+
+    with caplog.at_level(logging.WARNING, logger="router_service.cache_key"):
+        key = source.current()
+
+    assert key == KEY_A
+    [warning] = _reload_failures(caplog)
+    assert "not well-formed" in warning.reason  # type: ignore[attr-defined]
+
+
+def test_malformed_key_file_fails_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "service.key"
+    path.write_text("qg_service\n")
+
+    with pytest.raises(ConfigError, match="not well-formed"):
+        CacheKeyFile(path)
+
+
+def test_rewrite_with_restored_mtime_is_noticed(key_file: Path) -> None:
+    source = CacheKeyFile(key_file)
+    before = key_file.stat()
+
+    # Same size and inode, and the modification time is set back.
+    key_file.write_text(KEY_B + "\n")
+    os.utime(key_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    assert key_file.stat().st_mtime_ns == before.st_mtime_ns
+    assert key_file.stat().st_size == before.st_size
+    assert source.current() == KEY_B
 
 
 def test_key_file_recovers_after_bad_write(

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from querygate.router.v1 import router_pb2, router_pb2_grpc
 from tls_certs import make_pki
 
-from cache_service.api_keys import Role, add_key, hash_key, key_id_of
+from cache_service.api_keys import Role, add_key, generate_key, hash_key, key_id_of
 from router_service import client
 from router_service.cache_key import CacheKeyFile, cache_api_key
 from router_service.config import settings_from_document
@@ -542,12 +542,13 @@ def test_cache_key_variable_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_cache_key_from_file(tmp_path: Path) -> None:
     key_file = tmp_path / "service.key"
-    key_file.write_text("qg_service\n")
+    service_key = generate_key()
+    key_file.write_text(service_key + "\n")
 
     key = cache_api_key(CacheSettings(api_key_file=str(key_file)))
 
     assert isinstance(key, CacheKeyFile)
-    assert key.current() == "qg_service"
+    assert key.current() == service_key
     assert cache_api_key(CacheSettings()) is None
 
 
