@@ -46,7 +46,12 @@ from redis.exceptions import RedisError
 
 from cache_service.log_throttle import LogThrottle
 from router_service.domain import RouteQuery
-from router_service.single_flight import flight_key
+from router_service.single_flight import (
+    WAIT_LOG_INTERVAL_S,
+    WaitExpiredLog,
+    ends_at_deadline,
+    flight_key,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +133,7 @@ class RedisSingleFlight(Generic[T, H]):
         self._renew = client.register_script(_RENEW_SCRIPT)
         self._skip_until = float("-inf")
         self._warnings = LogThrottle(warn_interval_s, clock)
+        self._expired_log = WaitExpiredLog(WAIT_LOG_INTERVAL_S, clock)
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> RedisSingleFlight[T, H]:
@@ -150,15 +156,20 @@ class RedisSingleFlight(Generic[T, H]):
         compute: Callable[[], Awaitable[tuple[T, str]]],
         read_stored: Callable[[], Awaitable[H | None]],
         wait_until: float,
+        deadline: float | None = None,
     ) -> tuple[T, str] | H:
         """Return `compute`'s result, or the answer another replica stored.
 
         `compute` calls the model and stores the answer; it returns the value
         and the cache entry id, "" when nothing was stored. `read_stored`
         returns the stored answer, or None when the cache has none. A waiting
-        replica stops waiting at `wait_until` (`clock` time) and calls
-        `compute` itself. Raises whatever `compute` raises.
+        replica stops waiting at `wait_until` (`clock` time) or at the caller's
+        `deadline`, whichever comes first, and calls `compute` itself. Raises
+        whatever `compute` raises.
         """
+        at_deadline = ends_at_deadline(wait_until, deadline)
+        if at_deadline and deadline is not None:
+            wait_until = deadline
         key = f"{KEY_PREFIX}:{digest}"
         while self._clock() >= self._skip_until:
             try:
@@ -177,9 +188,7 @@ class RedisSingleFlight(Generic[T, H]):
             if outcome in (_FAILED, _GONE) and self._clock() < wait_until:
                 continue  # compete for a new lease
             if outcome == _WAIT_EXPIRED:
-                logger.warning(
-                    "single_flight_wait_expired", extra={"flight": "replicas"}
-                )
+                self._expired_log.record(at_deadline, "replicas")
             break
         return await compute()
 

@@ -284,9 +284,7 @@ class Router:
         wait_s = self._settings.cache.single_flight_wait_s
         if status is CacheStatus.BYPASSED or wait_s <= 0:
             return await call_and_store(), False
-        wait_until = self._clock() + wait_s
-        if deadline is not None:
-            wait_until = min(wait_until, deadline)
+        wait_limit = self._clock() + wait_s
         compute: Callable[[], Awaitable[MissOutcome]] = call_and_store
         replica_flights = self._replica_flights
         if replica_flights is not None and status is CacheStatus.MISS:
@@ -296,11 +294,14 @@ class Router:
                     flight_digest(query, tier),
                     call_and_store,
                     lambda: self._exact_hit(query),
-                    wait_until,
+                    wait_limit,
+                    deadline,
                 )
 
             compute = share_across_replicas
-        return await self._flights.run(flight_key(query, tier), compute, wait_until)
+        return await self._flights.run(
+            flight_key(query, tier), compute, wait_limit, deadline
+        )
 
     async def _exact_hit(self, query: RouteQuery) -> CacheHit | None:
         """Return the cache's exact-layer answer to `query`, or None."""

@@ -2,10 +2,16 @@
 
 The first request for a key (the leader) makes the call. Requests with the same
 key that arrive while it runs (followers) wait for the leader's result instead
-of calling the model again. A follower waits at most until its own wait limit,
-then calls the model itself. When the leader fails or is cancelled, one waiting
-follower takes over and makes the call, so no follower inherits another
-caller's error or waits on a call that will never finish.
+of calling the model again. A follower waits at most until its wait limit or
+its caller's deadline, whichever comes first, then calls the model itself. When
+the leader fails or is cancelled, one waiting follower takes over and makes the
+call, so no follower inherits another caller's error or waits on a call that
+will never finish.
+
+A wait that ends at the wait limit is logged as a WARNING, because the leader
+was slow, and one that ends at the deadline as INFO, because the caller's
+deadline was short. Each kind is logged at most once per WAIT_LOG_INTERVAL_S
+with the number of lines held back, so short deadlines cannot flood the log.
 
 NOTE: a failure that repeats for every caller, such as a content refusal, still
 costs one call per request, made one after another.
@@ -23,11 +29,15 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from cache_service.log_throttle import LogThrottle
 from cache_service.normalize import normalize_query
 from router_service.domain import CacheScope, RouteQuery
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# At most one single_flight_wait_expired line of each kind per this many seconds.
+WAIT_LOG_INTERVAL_S = 60.0
 
 
 class _LeaderFailed:
@@ -35,6 +45,39 @@ class _LeaderFailed:
 
 
 _LEADER_FAILED = _LeaderFailed()
+
+
+def ends_at_deadline(wait_until: float | None, deadline: float | None) -> bool:
+    """Return whether a wait limited by both ends at the caller's `deadline`."""
+    return deadline is not None and (wait_until is None or deadline <= wait_until)
+
+
+class WaitExpiredLog:
+    """Logs `single_flight_wait_expired`, at most once per interval for each kind.
+
+    A wait that ends at the wait limit is a WARNING and one that ends at the
+    caller's deadline is INFO. Each line carries the number held back before it.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
+        self._wait_limit_lines = LogThrottle(interval_s, clock)
+        self._deadline_lines = LogThrottle(interval_s, clock)
+
+    def record(self, at_deadline: bool, flight: str) -> None:
+        """Log that a follower of `flight` ("process" or "replicas") stopped waiting."""
+        lines = self._deadline_lines if at_deadline else self._wait_limit_lines
+        held_back = lines.admit()
+        if held_back is None:
+            return
+        logger.log(
+            logging.INFO if at_deadline else logging.WARNING,
+            "single_flight_wait_expired",
+            extra={
+                "flight": flight,
+                "ended_by": "deadline" if at_deadline else "wait_limit",
+                "lines_held_back": held_back,
+            },
+        )
 
 
 def flight_key(query: RouteQuery, tier: str) -> tuple[CacheScope, str, str]:
@@ -50,9 +93,14 @@ def flight_key(query: RouteQuery, tier: str) -> tuple[CacheScope, str, str]:
 class SingleFlight(Generic[T]):
     """Shares one running computation per key among its concurrent callers."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        log_interval_s: float = WAIT_LOG_INTERVAL_S,
+    ) -> None:
         self._clock = clock
         self._flights: dict[Hashable, asyncio.Future[T | _LeaderFailed]] = {}
+        self._expired_log = WaitExpiredLog(log_interval_s, clock)
 
     def in_flight(self) -> int:
         """Return the number of keys whose computation is running."""
@@ -63,28 +111,33 @@ class SingleFlight(Generic[T]):
         key: Hashable,
         compute: Callable[[], Awaitable[T]],
         wait_until: float | None,
+        deadline: float | None = None,
     ) -> tuple[T, bool]:
         """Return the value for `key` and whether another caller computed it.
 
-        `wait_until` is the `clock` time after which a follower stops waiting
-        and calls `compute` itself; None waits for as long as the leader runs.
-        Raises whatever `compute` raises when this caller runs it.
+        A follower stops waiting and calls `compute` itself at `wait_until`,
+        the `clock` time when the wait limit ends, or at the caller's
+        `deadline`, whichever comes first. None for both waits for as long as
+        the leader runs. Raises whatever `compute` raises when this caller
+        runs it.
         """
+        at_deadline = ends_at_deadline(wait_until, deadline)
+        stop_at = deadline if at_deadline else wait_until
         while True:
             flight = self._flights.get(key)
             if flight is None:
                 return await self._lead(key, compute), False
 
-            remaining = None if wait_until is None else wait_until - self._clock()
+            remaining = None if stop_at is None else stop_at - self._clock()
             if remaining is not None and remaining <= 0:
-                logger.warning("single_flight_wait_expired")
+                self._expired_log.record(at_deadline, "process")
                 return await compute(), False
             try:
                 # shield: a follower's timeout or cancellation must not cancel
                 # the flight that the leader and other followers share.
                 value = await asyncio.wait_for(asyncio.shield(flight), remaining)
             except TimeoutError:
-                logger.warning("single_flight_wait_expired")
+                self._expired_log.record(at_deadline, "process")
                 return await compute(), False
             if not isinstance(value, _LeaderFailed):
                 return value, True

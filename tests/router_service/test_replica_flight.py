@@ -167,6 +167,32 @@ async def test_follower_calls_itself_at_wait_limit(
     assert result == ("answer 1", "entry")
 
 
+async def test_deadline_ended_waits_log_one_info(
+    flights: list[RedisSingleFlight[str, str]],
+    redis_uri: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_uri)
+    await client.set(KEY, "lead:hung", px=60_000)
+    await client.aclose()
+    cache: dict[str, str] = {}
+    model = FakeModelCall(cache)
+
+    with caplog.at_level(logging.INFO, logger="router_service.single_flight"):
+        for _ in range(3):
+            deadline = time.monotonic() + 0.2
+            await flights[0].run(DIGEST, model, reader(cache), far_future(), deadline)
+    lines = [
+        r for r in caplog.records if r.getMessage() == "single_flight_wait_expired"
+    ]
+
+    assert model.calls == 3
+    [line] = lines
+    assert line.levelno == logging.INFO
+    assert line.ended_by == "deadline"  # type: ignore[attr-defined]
+    assert line.flight == "replicas"  # type: ignore[attr-defined]
+
+
 async def test_expired_lease_is_taken_over(
     flights: list[RedisSingleFlight[str, str]], redis_uri: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 import pytest
@@ -252,3 +253,69 @@ def test_flight_key_includes_scope_and_tier() -> None:
 def test_negative_wait_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"cache\.single_flight_wait_s must be 0"):
         CacheSettings(single_flight_wait_s=-1.0)
+
+
+def _wait_expired_lines(
+    caplog: pytest.LogCaptureFixture, level: int
+) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.getMessage() == "single_flight_wait_expired"
+        and record.levelno == level
+    ]
+
+
+async def _run_followers_alone(
+    flights: SingleFlight[str], count: int, wait_until: float, deadline: float | None
+) -> None:
+    for _ in range(count):
+        alone = Computation()
+        alone.release.set()
+        await flights.run("key", alone, wait_until, deadline)
+
+
+async def test_expired_waits_log_one_warning_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [100.0]
+    flights: SingleFlight[str] = SingleFlight(
+        clock=lambda: clock[0], log_interval_s=60.0
+    )
+    blocked = Computation()
+    leader = asyncio.ensure_future(flights.run("key", blocked, None))
+    await settle()
+
+    with caplog.at_level(logging.INFO, logger="router_service.single_flight"):
+        await _run_followers_alone(flights, 5, wait_until=100.0, deadline=None)
+        first = _wait_expired_lines(caplog, logging.WARNING)
+        clock[0] += 60.0
+        await _run_followers_alone(flights, 1, wait_until=160.0, deadline=None)
+    warnings = _wait_expired_lines(caplog, logging.WARNING)
+
+    assert len(first) == 1
+    assert len(warnings) == 2
+    assert warnings[0].ended_by == "wait_limit"  # type: ignore[attr-defined]
+    assert warnings[1].lines_held_back == 4  # type: ignore[attr-defined]
+    blocked.release.set()
+    await leader
+
+
+async def test_wait_ended_by_deadline_logs_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [100.0]
+    flights: SingleFlight[str] = SingleFlight(clock=lambda: clock[0])
+    blocked = Computation()
+    leader = asyncio.ensure_future(flights.run("key", blocked, None))
+    await settle()
+
+    with caplog.at_level(logging.INFO, logger="router_service.single_flight"):
+        await _run_followers_alone(flights, 5, wait_until=130.0, deadline=100.0)
+
+    assert _wait_expired_lines(caplog, logging.WARNING) == []
+    [info] = _wait_expired_lines(caplog, logging.INFO)
+    assert info.ended_by == "deadline"  # type: ignore[attr-defined]
+    assert info.lines_held_back == 0  # type: ignore[attr-defined]
+    blocked.release.set()
+    await leader
