@@ -440,7 +440,8 @@ class RouterSettings:
     # HOST:PORT of the Prometheus /metrics endpoint; empty serves none.
     metrics_address: str = ""
     # Tenants with their own label value on the cost and token metrics; later
-    # tenants are counted under "_other", so the number of series stays bounded.
+    # tenants are counted under "(other tenants)", so the number of series stays
+    # bounded.
     metrics_max_tenants: int = 100
     # Seconds between background re-runs of the classifier and ledger checks.
     health_check_interval_s: float = 5.0
@@ -460,7 +461,7 @@ class RouterSettings:
             "server.metrics_max_tenants",
             "must be 0 or more",
             self.metrics_max_tenants,
-            "Typical: 100. With 0 every tenant is counted under _other.",
+            "Typical: 100. With 0 every tenant is counted under '(other tenants)'.",
         )
         _require(
             self.log_format in LOG_FORMATS,
