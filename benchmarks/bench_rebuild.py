@@ -10,7 +10,7 @@ number of adds replayed.
 
 Random unit vectors stand in for embeddings: timing does not depend on where the
 vectors lie, only on their number and dimension. The vectors take 1.5 GB per
-million at dimension 384, and the run holds about four copies at the peak.
+million at dimension 384, and the run keeps about four copies at the peak.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cache_service.vector_index import VectorIndex
 
 @dataclass(frozen=True)
 class RebuildTimes:
-    """What one background rebuild cost, in milliseconds unless named otherwise."""
+    """Costs of one background rebuild, in milliseconds unless named otherwise."""
 
     vectors_before: int
     vectors_after: int

@@ -66,10 +66,10 @@ LIMIT_SETTING_BOUNDS = {
 # U+007F-U+009F) other than tab, newline and carriage return. A query with one of
 # them, such as NUL or ESC, is rejected.
 _FORBIDDEN_QUERY_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Characters that show nothing on their own: control (Cc), format (Cf, such as
-# U+200B ZERO WIDTH SPACE and U+FEFF), combining marks without a base letter (Mn,
-# Me, such as U+0301 and the variation selector U+FE0F), unassigned code points
-# (Cn) and private-use ones (Co), which have no agreed glyph.
+# Characters that show nothing on their own. They are control (Cc) and format (Cf,
+# such as U+200B ZERO WIDTH SPACE and U+FEFF) characters, and combining marks
+# without a base letter (Mn, Me, such as U+0301 and the variation selector
+# U+FE0F). Unassigned (Cn) and private-use (Co) code points have no agreed glyph.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Mn", "Me", "Cn", "Co"})
 # Letters and symbols that Unicode draws as blank: the Braille blank and the Hangul
 # fillers.

@@ -97,7 +97,7 @@ def embed_pairs(
             return EmbeddedPairs(dataset, pairs, stored["first"], stored["second"])
 
     logger.info("embedding_pairs", extra={"dataset": dataset, "pairs": len(pairs)})
-    # The first run embeds for minutes, so say so on the terminal.
+    # The first run embeds for minutes, so the terminal gets a progress line.
     print(
         f"embedding {len(pairs):,} {dataset} pairs; the vectors are cached in "
         f"{cache_dir} for later runs",
