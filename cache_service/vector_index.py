@@ -231,8 +231,7 @@ class VectorIndex:
 
     def _start_build(self) -> None:
         """Copy the vectors out and train a new IVF index on them in a thread."""
-        ids = np.array(sorted(self._ids), dtype=np.int64)
-        vectors = self._index.reconstruct_batch(ids)
+        ids, vectors = self._copy_vectors()
         build = _Build(size=len(ids), started=time.perf_counter())
         self._build = build
         thread = threading.Thread(
@@ -243,6 +242,11 @@ class VectorIndex:
         )
         thread.start()
         logger.info("vector_index_rebuild_started", extra={"vectors": len(ids)})
+
+    def _copy_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return every stored id, sorted, and a copy of its vector row by row."""
+        ids = np.array(sorted(self._ids), dtype=np.int64)
+        return ids, self._index.reconstruct_batch(ids)
 
     def _adopt_finished_build(self) -> None:
         """Swap in a finished background build, after replaying the later changes."""
@@ -287,8 +291,7 @@ class VectorIndex:
     def _rebuild(self, *, use_ivf: bool) -> None:
         """Move every vector to a new flat index or a new IVF index trained on them."""
         started = time.perf_counter()
-        ids = np.array(sorted(self._ids), dtype=np.int64)
-        vectors = self._index.reconstruct_batch(ids)
+        ids, vectors = self._copy_vectors()
         if use_ivf:
             index = _ivf_index(self._dimension, vectors, self._nprobe)
             self._trained_size = len(ids)

@@ -194,7 +194,7 @@ class RequestQuotas:
             )
 
     def _store_failed(self, error: StoreError, *, admitted: bool) -> None:
-        """Log a store error at most once a minute; count it if it `admitted` a request.
+        """Log a store error at most once a minute, and count it if it `admitted` one.
 
         The warning carries how many errors were not logged since the last one.
         Redis is skipped for the next `store_retry_after_s`.

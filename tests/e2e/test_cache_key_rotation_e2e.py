@@ -25,8 +25,8 @@ from cache_service.testing import settings_for_tests, start_cache_server
 from router_service.testing import FakeClassifier
 
 pytestmark = pytest.mark.anyio
-# Longest wait for the cache to drop a revoked key. It rereads its keys file
-# every 2 s at most.
+# Longest wait for the cache to drop a revoked key. It checks its keys file for
+# changes at most once every 2 s.
 REVOKE_TIMEOUT_S = 30.0
 
 

@@ -155,7 +155,7 @@ async def test_follower_calls_itself_at_wait_limit(
     flights: list[RedisSingleFlight[str, str]], redis_uri: str
 ) -> None:
     client = redis.asyncio.Redis.from_url(redis_uri)
-    # A lease that nobody renews or finishes, as a hung leader leaves it.
+    # A lease that no leader renews or finishes, as a hung leader leaves it.
     await client.set(KEY, "lead:hung", px=60_000)
     await client.aclose()
     cache: dict[str, str] = {}

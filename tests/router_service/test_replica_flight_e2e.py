@@ -162,12 +162,14 @@ async def replicas(
         yield running
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until `condition()` is true; fail naming `what` after a long wait."""
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], description: str
+) -> None:
+    """Wait until `condition()` is true. Fail with `description` after a long wait."""
     deadline = time.monotonic() + CONDITION_TIMEOUT_S
     while not await condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
+            pytest.fail(f"timed out waiting until {description}")
         await asyncio.sleep(0.02)
 
 
